@@ -1,0 +1,181 @@
+"""Build the documentation site without Quarto: nbdev's notebook processing, then pandoc.
+
+    .venv/bin/python .ci/build_docs.py [--out _site] [--jobs 2] [--no-exec] [--only NAME]
+
+1. Every notebook under nbs/ (nbdev's `nbglob`, so `_`-prefixed files are skipped) is executed as
+   `nbdev_test` runs it when it has no stored outputs (flagged cells skipped, `IN_TEST` set), then
+   processed by nbdev's own `FilterDefaults` processors (show_doc rendering, directives, exec of
+   show_doc cells) -- the same processing `nbdev_docs` does before `quarto render`.
+2. Each processed notebook becomes Markdown (`nbdocs.nb_to_markdown`: images written beside it),
+   and pandoc renders it to standalone HTML with MathML math (no CDN) and a sidebar of all pages.
+   Page names follow Quarto's: `00_theory.ipynb` -> `theory.html`, `index.ipynb` -> `index.html`.
+3. `cli.html` lists the `--help` of every console script in settings.ini.
+4. The site is checked: one page per notebook, every internal link and `#anchor` resolves.
+Exits non-zero on any notebook whose execution or processing errors, a missing page or a broken link.
+"""
+import argparse, html, json, multiprocessing, os, re, shutil, subprocess, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from nbdocs import page_name, process_notebook
+
+
+def _doc_link(mod, name):
+    "The docs page#anchor of `mod.name` from nbdev's index (`_modidx.py`), or None."
+    import importlib
+    try: idx = importlib.import_module(f"{mod.split('.')[0]}._modidx").d
+    except ImportError: return None
+    link = idx.get('syms', {}).get(mod, {}).get(f'{mod}.{name}')
+    return link[0] if link else None
+
+
+def _help_text(name):
+    "`name --help` of a console script next to this Python; raises if it fails."
+    r = subprocess.run([str(Path(sys.executable).parent/name), '--help'], capture_output=True, text=True, timeout=180,
+                       env={**os.environ, 'COLUMNS': '110'})
+    if r.returncode != 0: raise RuntimeError(f'`{name} --help` exited {r.returncode}:\n{r.stderr[-2000:]}')
+    return r.stdout.rstrip()
+
+
+def cli_markdown(cfg):
+    "A page with the `--help` of every console script in settings.ini (run two at a time); raises if one fails."
+    from concurrent.futures import ThreadPoolExecutor
+    entries = [e.split('=') for e in cfg.get('console_scripts', '').split()]
+    with ThreadPoolExecutor(2) as ex: helps = list(ex.map(_help_text, [name for name, _ in entries]))
+    parts = ['The command-line tools installed with the package. Each is also documented, with examples, '
+             'in the notebook of its module.']
+    for (name, target), text in zip(entries, helps):
+        doc = _doc_link(*target.split(':'))
+        where = f'[`{target}`]({doc})' if doc else f'`{target}`'
+        parts.append(f'## {name}\n\n{where}\n\n```\n{text}\n```')
+    return '\n\n'.join(parts) + '\n'
+
+
+def sidebar_html(pages, current):
+    "The site navigation: every page, the current one marked."
+    items = []
+    for p in pages:
+        href = os.path.relpath(p['page'], os.path.dirname(current) or '.')
+        cls = ' class="active"' if p['page'] == current else ''
+        items.append(f'<li><a href="{html.escape(href)}"{cls}>{html.escape(p["title"])}</a></li>')
+    return '<ul>\n' + '\n'.join(items) + '\n</ul>'
+
+
+def localise_links(md, page, cfg):
+    "nbdev's `add_links` writes absolute doc-site URLs; make those relative so the local site is self-contained."
+    base = (cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/')).rstrip('/') + '/'
+    up = os.path.relpath('.', os.path.dirname(page) or '.')
+    prefix = '' if up == '.' else up + '/'
+    return md.replace(base, prefix)
+
+
+def render_page(md_path, html_path, meta, pages, cfg, site_title):
+    "pandoc: Markdown -> standalone HTML5, MathML math, our template and sidebar."
+    md = localise_links(md_path.read_text(), meta['page'], cfg)
+    md_path.write_text(md)
+    nav = html_path.parent/'.nav.html'
+    nav.write_text(sidebar_html(pages, meta['page']))
+    up = os.path.relpath('.', os.path.dirname(meta['page']) or '.')
+    root = '' if up == '.' else up + '/'
+    meta_file = html_path.parent/'.meta.json'     # JSON is YAML: pandoc parses these values as Markdown (math included)
+    meta_file.write_text(json.dumps({k: meta[k] for k in ('title', 'description') if meta.get(k)}))
+    plain = lambda t: re.sub(r'[$\\`*]', '', t)
+    cmd = ['pandoc', str(md_path), '-f', 'markdown-yaml_metadata_block', '-t', 'html5', '--standalone', '--mathml',
+           '--template', str(HERE/'docs'/'template.html'), '--toc', '--toc-depth=3', '--metadata-file', str(meta_file),
+           '--metadata', f'pagetitle={plain(meta["title"])} – {site_title}', '-V', f'meta-description={plain(meta.get("description", ""))}',
+           '-V', f'site-title={site_title}', '-V', f'root={root}', '--include-before-body', str(nav),
+           '-o', str(html_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    nav.unlink(); meta_file.unlink()
+    if r.returncode != 0: raise RuntimeError(f'pandoc failed on {md_path}:\n{r.stderr}')
+    if r.stderr.strip(): print(f'  pandoc warnings for {meta["page"]}:\n{r.stderr.strip()}')
+
+
+class _Links(HTMLParser):
+    "Collect ids, links and image sources of one HTML page."
+    def __init__(self):
+        super().__init__(); self.ids, self.links = set(), []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get('id'): self.ids.add(a['id'])
+        if tag == 'a' and a.get('name'): self.ids.add(a['name'])
+        for k in ('href', 'src'):
+            if a.get(k) and tag in ('a', 'img', 'link', 'script'): self.links.append((tag, a[k]))
+
+
+def check_site(site, expected_pages):
+    "Problems in the built site: expected pages missing, internal links or anchors that do not resolve."
+    site, problems, parsed = Path(site), [], {}
+    for p in expected_pages:
+        if not (site/p).is_file(): problems.append(f'missing page: {p}')
+    def parse(path):
+        if path not in parsed:
+            parser = _Links(); parser.feed(path.read_text(errors='replace')); parsed[path] = parser
+        return parsed[path]
+    for page in sorted(site.rglob('*.html')):
+        for tag, link in parse(page).links:
+            u = urlsplit(link)
+            if u.scheme or link.startswith('//'):
+                if u.scheme in ('http', 'https', 'mailto', 'data'): continue
+                problems.append(f'{page.relative_to(site)}: unexpected link scheme {link}'); continue
+            target = (page.parent/unquote(u.path)).resolve() if u.path else page
+            if target.is_dir(): target = target/'index.html'
+            if not target.is_file() or site.resolve() not in target.parents:
+                problems.append(f'{page.relative_to(site)}: broken link {link}'); continue
+            if u.fragment and target.suffix == '.html' and unquote(u.fragment) not in parse(target).ids:
+                problems.append(f'{page.relative_to(site)}: missing anchor {link}')
+    return problems, len(list(site.rglob('*.html')))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--out', default='_site', help='output folder (relative to the repo root)')
+    ap.add_argument('--jobs', type=int, default=2, help='notebooks processed in parallel')
+    ap.add_argument('--only', default='', help='process only notebooks whose name contains this (for debugging; the site check then reports the rest missing)')
+    ap.add_argument('--no-exec', action='store_true', help='do not execute notebooks that have no outputs')
+    args = ap.parse_args(argv)
+    from nbdev.config import get_config
+    from nbdev.doclinks import nbglob
+    cfg = get_config()
+    os.chdir(cfg.config_path)
+    out = Path(args.out).resolve()
+    if out.exists(): shutil.rmtree(out)
+    out.mkdir(parents=True)
+    nbs = sorted(nbglob(cfg.nbs_path, func=Path))
+    todo = [p for p in nbs if args.only in p.name]
+    if not nbs: print('no notebooks found'); return 1
+    t0 = time.time()
+    ctx = multiprocessing.get_context('spawn')
+    os.environ.setdefault('OMP_NUM_THREADS', '1')  # one thread per worker: `--jobs` processes share the cores
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=ctx, max_tasks_per_child=1) as ex:
+        results = list(ex.map(process_notebook, todo, [out] * len(todo), [not args.no_exec] * len(todo)))
+    failed = [r for r in results if r['error']]
+    for r in results: print(f"  {'FAILED' if r['error'] else 'ok':6} {r['notebook']:36} -> {r['page']:24} {r['seconds']:6.1f}s")
+    for r in results:
+        if r.get('warnings'): print(f"  note {r['notebook']}: {len(r['warnings'])} nbdev warnings, e.g. {r['warnings'][0]!r}")
+    for r in failed: print(f"\n--- docs processing failed for {r['notebook']}:\n{r['error']}")
+    print(f'processed {len(results)} notebooks in {time.time()-t0:.0f}s')
+    pages = sorted((r for r in results if not r['error']), key=lambda r: (r['page'] != 'index.html', r['notebook']))
+    problems = [f"notebook failed in docs processing: {r['notebook']}" for r in failed]
+    try:
+        (out/'cli.md').write_text(cli_markdown(cfg))
+        pages.append(dict(page='cli.html', title='Command-line tools', notebook=None))
+    except Exception as e: problems.append(f'cli page: {e}')
+    site_title = cfg.get('title', cfg.lib_name)
+    for meta in pages: render_page(out/Path(meta['page']).with_suffix('.md'), out/meta['page'], meta, pages, cfg, site_title)
+    for f in (HERE/'docs'/'site.css', cfg.nbs_path/'styles.css'):
+        if f.exists(): shutil.copy(f, out/f.name)
+    (out/'pages.json').write_text(json.dumps([{k: p.get(k) for k in ('page', 'title', 'notebook')} for p in pages], indent=1))
+    expected = [page_name(p, cfg.nbs_path) for p in nbs] + ['cli.html']
+    link_problems, n_html = check_site(out, expected)
+    problems += link_problems
+    for p in problems: print('PROBLEM:', p)
+    print(f'site: {n_html} pages in {out.relative_to(cfg.config_path)}/, {len(problems)} problems, {time.time()-t0:.0f}s')
+    return 1 if problems else 0
+
+
+if __name__ == '__main__': sys.exit(main())

@@ -1,0 +1,178 @@
+"""End-to-end tests of `rs_analyze`: the paper's numbers from its own raw logs, our logs, and bad input.
+
+Run with `python -m pytest -q tests`. The tests that need the paper's logs (`../shared/reference/locuslab-logs`
+beside the repository) are skipped where they are absent.
+"""
+import contextlib, csv, io, json, subprocess, sys
+from pathlib import Path
+from types import SimpleNamespace
+import pytest
+from randsmooth.analyze import rs_analyze as rs_analyze_command
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = (ROOT/'..'/'shared'/'reference'/'locuslab-logs').resolve()
+needs_reference = pytest.mark.skipif(not REF.is_dir(), reason="the paper's logs (../shared/reference) are absent")
+
+CIFAR = {0.12: [0.814, 0.586, 0.000, 0.000, 0.000, 0.000, 0.000],   # the reference README's table
+         0.25: [0.748, 0.600, 0.428, 0.266, 0.000, 0.000, 0.000],
+         0.50: [0.652, 0.546, 0.414, 0.320, 0.234, 0.094, 0.000],
+         1.00: [0.472, 0.392, 0.340, 0.278, 0.216, 0.140, 0.100]}
+CIFAR_RADII = [0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+IMAGENET = {0.25: [0.667, 0.494, 0.000, 0.000, 0.000, 0.000, 0.000],
+            0.50: [0.572, 0.458, 0.372, 0.286, 0.000, 0.000, 0.000],
+            1.00: [0.436, 0.378, 0.326, 0.260, 0.194, 0.148, 0.122]}
+IMAGENET_RADII = [0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+
+
+def rs_analyze(*args):
+    "Run the `rs_analyze` command line in this process (argument parsing included): its exit status, stdout and stderr."
+    stdout, argv, code, stderr = io.StringIO(), sys.argv, 0, ''
+    sys.argv = ['rs_analyze', *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(stdout): rs_analyze_command()
+    except SystemExit as e: code, stderr = (1, str(e.code)) if isinstance(e.code, str) else (e.code or 0, '')
+    finally: sys.argv = argv
+    return SimpleNamespace(returncode=code, stdout=stdout.getvalue(), stderr=stderr)
+
+def rs_analyze_process(*args):
+    "Run `rs_analyze` as its own process, as a user does."
+    return subprocess.run([sys.executable, '-m', 'randsmooth.analyze', *map(str, args)], capture_output=True, text=True)
+
+def reference_log(dataset, sigma):
+    arch = {'cifar10': 'resnet110', 'imagenet': 'resnet50'}[dataset]
+    return REF/'certify'/dataset/arch/f'noise_{sigma:.2f}'/'test'/f'sigma_{sigma:.2f}'
+
+def markdown_tables(text):
+    "Every markdown table in `text`, as a list of {first cell: [other cells]} dicts, in order."
+    tables, current = [], None
+    for line in text.splitlines():
+        if line.startswith('| ') and not line.startswith('| ---'):
+            cells = [c.strip() for c in line.strip('|').split('|')]
+            if current is None: current = {'__header__': cells[1:]}; tables.append(current)
+            else: current[cells[0]] = cells[1:]
+        elif not line.startswith('| ---'): current = None
+    return tables
+
+def raw_rows(path):
+    with open(path) as f: return list(csv.DictReader(f, delimiter='\t'))
+
+def seconds(text):
+    if ':' not in text: return float(text)
+    h, m, s = text.split(':')
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+@needs_reference
+@pytest.mark.parametrize('dataset, expected, radii', [('cifar10', CIFAR, CIFAR_RADII), ('imagenet', IMAGENET, IMAGENET_RADII)])
+def test_paper_tables_reproduced(dataset, expected, radii):
+    done = rs_analyze(*[reference_log(dataset, s) for s in expected], '--radii', *radii)
+    assert done.returncode == 0, done.stderr
+    table = markdown_tables(done.stdout)[0]
+    assert table['__header__'] == [f'r = {r:g}' for r in radii]
+    for sigma, row in expected.items():
+        assert table[f'σ = {sigma:.2f}'] == [f'{v:.3f}' for v in row], sigma
+    if dataset == 'cifar10': assert table['σ = 0.25'][2] == '0.428'
+
+
+@needs_reference
+def test_table1_best_sigma_per_radius():
+    done = rs_analyze(*[reference_log('imagenet', s) for s in (0.25, 0.5, 1.0)], '--radii', 0.5, 1, 2, 3)
+    best = markdown_tables(done.stdout)[2]
+    assert best['__header__'] == ['best', 'certified accuracy', 'clean accuracy']
+    got = {r: (row[0], round(100 * float(row[1])), round(100 * float(row[2]))) for r, row in best.items() if r != '__header__'}
+    assert got == {'0.5': ('σ = 0.25', 49, 67), '1': ('σ = 0.50', 37, 57), '2': ('σ = 1.00', 19, 44), '3': ('σ = 1.00', 12, 44)}
+
+
+@needs_reference
+def test_both_time_formats_become_seconds():
+    logs = [reference_log('cifar10', 0.25), reference_log('cifar10', 0.12)]   # `15.4` and `0:00:13.736080`
+    summary = markdown_tables(rs_analyze(*logs).stdout)[1]
+    for path, label in zip(logs, ('σ = 0.25', 'σ = 0.12')):
+        rows = raw_rows(path)
+        assert abs(float(summary[label][-1]) - sum(seconds(r['time']) for r in rows) / len(rows)) < 1e-3
+        assert summary[label][0] == str(len(rows))
+
+
+@needs_reference
+def test_predict_table_against_the_gold_run():
+    paths = [REF/'predict'/'imagenet'/'resnet50'/'noise_0.25'/'test'/f'N_{n}' for n in (100, 1000, 10_000, 100_000)]
+    done = rs_analyze(*paths)
+    assert done.returncode == 0, done.stderr
+    table = markdown_tables(done.stdout)[0]
+    gold = {r['idx']: r['predict'] for r in raw_rows(paths[-1])}
+    for n, path in zip(('100', '1000', '10000'), paths):
+        rows = raw_rows(path)
+        abstain = sum(r['predict'] == '-1' for r in rows) / len(rows)
+        correct_accurate = sum(r['correct'] == '1' and r['predict'] == gold[r['idx']] for r in rows) / len(rows)
+        assert table[n][0] == f'{correct_accurate:.3f}' and table[n][4] == f'{abstain:.3f}', (n, table[n])
+    assert [table[n][4] for n in ('100', '1000', '10000')] == ['0.092', '0.032', '0.010']
+
+
+@needs_reference
+def test_latex_and_plot(tmp_path):
+    done = rs_analyze(reference_log('cifar10', 0.25), reference_log('cifar10', 0.5), '--latex', '--plot', tmp_path/'fig6.png')
+    assert done.returncode == 0, done.stderr
+    assert r'\begin{tabular}' in done.stdout and r'$\sigma$ = 0.25 & 0.748' in done.stdout
+    assert (tmp_path/'fig6.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (tmp_path/'fig6.pdf').read_bytes()[:5] == b'%PDF-'
+
+
+HEADER = 'idx\tlabel\tpredict\tradius\tcorrect\ttime\tn0\tn\tnA\tnB\tpA_lower\n'
+
+def our_log(tmp_path, name, rows, **settings):
+    "A log in our format with its settings side file."
+    path = tmp_path/name
+    path.write_text(HEADER + ''.join('\t'.join(map(str, r)) + '\n' for r in rows))
+    (tmp_path/f'{name}.json').write_text(json.dumps({'dataset': 'digits', 'sigma': 0.25, 'N': 1000, 'alpha': 0.001, **settings}))
+    return path
+
+ROWS = [(0, 3, 3, 0.5, 1, 0.1, 100, 1000, 980, 20, 0.9), (5, 1, 1, 0.2, 1, 0.1, 100, 1000, 800, 150, 0.7),
+        (10, 2, -1, 0.0, 0, 0.1, 100, 1000, 400, 300, 0.37), (15, 4, 7, 0.3, 0, 0.1, 100, 1000, 900, 50, 0.85)]
+
+def test_our_logs(tmp_path):
+    path = our_log(tmp_path, 'run.tsv', ROWS)
+    table, summary = markdown_tables(rs_analyze(path, '--radii', 0, 0.2, 0.21, 0.5, 0.51).stdout)[:2]
+    assert table['σ = 0.25'] == ['0.500', '0.500', '0.250', '0.250', '0.000']
+    assert summary['σ = 0.25'][:4] == ['4', '0.500', '0.250', f'{0.7 / 4:.3f}']
+
+
+def test_bad_input_names_file_and_line(tmp_path):
+    good = our_log(tmp_path, 'good.tsv', ROWS)
+    cases = {'empty.tsv': ('', 'empty'),
+             'truncated.tsv': (HEADER + '0\t3\t3\t0.5\t1\t0.1\t100\t1000\t980\n', 'line 2'),
+             'malformed.tsv': (HEADER + '0\t3\t3\tabc\t1\t0.1\t100\t1000\t980\t20\t0.9\n', 'line 2, column radius'),
+             'header.tsv': ('a\tb\tc\n1\t2\t3\n', 'line 1')}
+    for name, (text, message) in cases.items():
+        (tmp_path/name).write_text(text)
+        done = rs_analyze(tmp_path/name)
+        assert done.returncode == 1 and message in done.stderr and name in done.stderr, (name, done.stderr)
+        assert 'Traceback' not in done.stderr
+    done = rs_analyze(good, '--radii', 0.5, -1)
+    assert done.returncode == 1 and 'radii' in done.stderr
+    done = rs_analyze(tmp_path/'missing.tsv')
+    assert done.returncode == 1 and 'missing.tsv' in done.stderr
+
+
+def test_the_installed_command(tmp_path):
+    "As its own process: a table on stdout and exit status 0; a bad log is one line on stderr and exit status 1."
+    done = rs_analyze_process(our_log(tmp_path, 'good.tsv', ROWS), '--radii', 0, 0.5)
+    assert done.returncode == 0 and '| σ = 0.25 | 0.500 | 0.250 |' in done.stdout, done.stderr
+    (tmp_path/'cut.tsv').write_text(HEADER + '0\t3\t3\t0.5\t1\t0.1\t100\t1000\t980\t20\t0.9\n5\t1\t1\t0.2\n')
+    done = rs_analyze_process(tmp_path/'cut.tsv')
+    assert done.returncode == 1 and 'cut.tsv, line 3' in done.stderr and 'Traceback' not in done.stderr, done.stderr
+
+
+def test_mixed_logs(tmp_path):
+    digits = our_log(tmp_path, 'a.tsv', ROWS)
+    other_dataset = our_log(tmp_path, 'b.tsv', ROWS, dataset='synthetic')
+    other_n = our_log(tmp_path, 'c.tsv', ROWS, N=2000, sigma=0.5)
+    done = rs_analyze(digits, other_dataset)
+    assert done.returncode == 1 and 'dataset' in done.stderr
+    assert rs_analyze(digits, other_dataset, '--mixed').returncode == 1       # datasets never mix
+    done = rs_analyze(digits, other_n)
+    assert done.returncode == 1 and 'N' in done.stderr and '--mixed' in done.stderr
+    done = rs_analyze(digits, other_n, '--mixed')
+    assert done.returncode == 0 and 'σ = 0.50, N = 2000' in done.stdout, done.stderr
+    (tmp_path/'p.tsv').write_text('idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0.5\n')
+    done = rs_analyze(digits, tmp_path/'p.tsv')
+    assert done.returncode == 1 and 'Predict' in done.stderr
