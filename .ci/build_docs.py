@@ -70,7 +70,9 @@ def localise_links(md, page, cfg):
     base = (cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/')).rstrip('/') + '/'
     up = os.path.relpath('.', os.path.dirname(page) or '.')
     prefix = '' if up == '.' else up + '/'
-    return md.replace(base, prefix)
+    md = md.replace(base, prefix)
+    # Links to notebooks, as Quarto resolves them: `](00_theory.ipynb#x)` -> `](theory.html#x)`
+    return re.sub(r'\]\((?:nbs/)?(?:\d+[_-])?([\w-]+)\.ipynb(#[^)]*)?\)', lambda m: f'](' + prefix + m.group(1) + '.html' + (m.group(2) or '') + ')', md)
 
 
 def render_page(md_path, html_path, meta, pages, cfg, site_title):

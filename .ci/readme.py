@@ -4,14 +4,14 @@
     .venv/bin/python .ci/readme.py --check   # exit 1 (and show a diff) if README.md differs
 
 Markdown cells are copied verbatim; code cells become ```python fences followed by their text
-outputs; `#|` directive lines are dropped and `#| hide` cells are omitted.  A notebook saved
-without outputs is executed first (as nbdev_test runs it), so the README shows real outputs.
+outputs (the notebooks are committed without outputs, so the README is the same on every machine); `#|`
+directive lines are dropped and `#| hide` cells are omitted.
 """
-import difflib, sys
+import difflib, re, sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nbdocs import execute_nb, has_outputs, nb_to_markdown, read_nb
+from nbdocs import nb_to_markdown, read_nb
 from nbdev.config import get_config
 
 
@@ -19,8 +19,9 @@ def render_readme():
     cfg = get_config()
     path = cfg.nbs_path/cfg.get('readme_nb', 'index.ipynb')
     nb = read_nb(path)
-    if not has_outputs(nb): execute_nb(nb, path)
-    return nb_to_markdown(nb, text_only=True)
+    md = nb_to_markdown(nb, text_only=True)
+    # links to notebooks are relative to nbs/ in the notebook (as Quarto resolves them), to the repo root here
+    return re.sub(r'\]\((\d+[_-][\w-]+\.ipynb(?:#[^)]*)?)\)', r'](nbs/\1)', md)
 
 
 def main(argv):

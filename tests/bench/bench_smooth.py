@@ -9,7 +9,7 @@ that each has its own peak memory:
 - `plain`:      the pseudocode as the reference implementation writes it: fp32, NCHW, under `torch.no_grad()`, a loop
                 of `model(x.repeat(b, 1, 1, 1) + sigma * torch.randn(b, *x.shape))`, predictions counted on the host;
 - `smooth`:     `randsmooth.smooth.Smooth(model, 10, sigma).certify(x, n0, n, alpha, batch)` with its defaults
-                (fp32 numerics; channels_last, inference mode, reused buffers, counts on the device);
+                (fp32 numerics; batch norm folded and ReLUs in place, channels_last, inference mode, reused buffers, counts on the device);
 - `forward`:    plain forward passes (fp32, NCHW, no_grad) of the same n0 + n inputs, batch by batch: the model's cost;
 - `forward_cl`: the same forward passes in channels_last under inference mode: the floor for `smooth`;
 - with `--modes ... bf16 compile`: `Smooth(..., amp='bf16')` and `Smooth(torch.compile(model))` (opt-in modes).
