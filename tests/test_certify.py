@@ -98,7 +98,7 @@ def test_sharded_equals_single_process(certified, checkpoint, tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (['--N', 2000], 'N: 1000 there, 2000 now'),                      # a different setting on resume
-    (['--skip', 0], 'skip'),                                          # (the other range checks: nbs/06_certify.ipynb)
+    (['--skip', 0], 'skip'),                                          # (the other range checks: nbs/07_certify.ipynb)
 ])
 def test_bad_settings_are_refused(certified, checkpoint, args, message):
     before = certified.read_text()
