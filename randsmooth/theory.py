@@ -15,16 +15,18 @@ from scipy.stats import norm
 def check_probability(p, # a number or array-like of numbers
                       name:str, # the argument's name, for the error message
                      )->np.ndarray: # `p` as a float array
-    "`p` as a float array, or a `ValueError` naming `name` unless every entry is finite and in [0, 1]."
+    "`p` as a float array; an error naming `name` unless every entry is finite and in [0, 1]."
     try: arr = np.asarray(p, dtype=float)
-    except (TypeError, ValueError): raise TypeError(f"{name} must be a probability (a number in [0, 1]) or an array of them, got {p!r}") from None
+    except (TypeError, ValueError):
+        msg = f"{name} must be a probability (a number in [0, 1]) or an array of them, got {p!r}"
+        raise TypeError(msg) from None
     if not np.all(np.isfinite(arr)) or np.any((arr < 0) | (arr > 1)):
         raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
     return arr
 
-# %% ../nbs/00_theory.ipynb #28f2bd96
+# %% ../nbs/00_theory.ipynb #6d723b2d
 def _is_real_number(x):
-    "True for Python/numpy real scalars (0-d numeric arrays included), False for bools, strings and everything else."
+    "True for Python and numpy real scalars (0-d numeric arrays too); False for bools and strings."
     if isinstance(x, np.ndarray): return x.ndim == 0 and x.dtype.kind in 'iuf'
     return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
@@ -36,44 +38,51 @@ def check_positive(x, # a real number
     if not (np.isfinite(x) and x > 0): raise ValueError(f"{name} must be finite and > 0, got {x!r}")
     return float(x)
 
-def check_alpha(alpha, # a significance level, or any probability that must be strictly between 0 and 1
+# %% ../nbs/00_theory.ipynb #e21cc9bf
+def check_alpha(alpha, # a significance level, or a probability strictly between 0 and 1
                 name:str='alpha', # the argument's name, for the error message
                )->float:
     "`alpha` as a float, or an error naming `name` unless 0 < alpha < 1."
-    if not _is_real_number(alpha): raise TypeError(f"{name} must be a number in the open interval (0, 1), got {alpha!r}")
-    if not (0 < alpha < 1): raise ValueError(f"{name} must lie in the open interval (0, 1), got {alpha!r}")
+    if not _is_real_number(alpha):
+        raise TypeError(f"{name} must be a number in the open interval (0, 1), got {alpha!r}")
+    if not (0 < alpha < 1):
+        raise ValueError(f"{name} must lie in the open interval (0, 1), got {alpha!r}")
     return float(alpha)
 
-# %% ../nbs/00_theory.ipynb #63a88953
+# %% ../nbs/00_theory.ipynb #0520637b
 def check_count(n, # an integer (Python or numpy), not a float and not a bool
                 name:str, # the argument's name, for the error message
                 minimum:int=1, # the smallest allowed value
                )->int:
-    "`n` as an int; `TypeError` naming `name` unless it is an integer, `ValueError` unless it is >= `minimum`."
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral): raise TypeError(f"{name} must be an integer, got {n!r}")
+    "`n` as an int; an error naming `name` unless it is an integer >= `minimum`."
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {n!r}")
     if n < minimum: raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
     return int(n)
 
+# %% ../nbs/00_theory.ipynb #cfb38c9b
 def check_counts(n, # an integer or array-like of integers
                  name:str, # the argument's name, for the error message
                  minimum:int=0, # the smallest allowed value
                 )->np.ndarray: # `n` as an int64 array
     "Vectorised `check_count`: `n` as an int64 array whose entries are >= `minimum`."
     arr = np.asarray(n)
-    if arr.dtype.kind not in 'iu': raise TypeError(f"{name} must be an integer or an array of integers, got {n!r}")
+    if arr.dtype.kind not in 'iu':
+        raise TypeError(f"{name} must be an integer or an array of integers, got {n!r}")
     if np.any(arr < minimum): raise ValueError(f"{name} must be >= {minimum}, got {n!r}")
     return arr.astype(np.int64)
 
-# %% ../nbs/00_theory.ipynb #74ae95ad
+# %% ../nbs/00_theory.ipynb #19dbd0f4
 def _as_output(x):
     "A 0-d array as a Python float, anything else unchanged."
     return float(x) if np.ndim(x) == 0 else x
 
+# %% ../nbs/00_theory.ipynb #3ad5b561
 def certified_radius(pA, # lower bound on P(f(x+ε)=c_A); number or array
                      pB=None, # upper bound on the runner-up's probability; default 1 - pA
                      sigma:float=1.0, # noise level σ of the smoothing
                     ): # R, broadcast over pA and pB; a float for scalar input
-    "Theorem 1's certified ℓ2 radius σ/2 (Φ⁻¹(pA) − Φ⁻¹(pB)); 0 where pA ≤ pB, ∞ where pA = 1 > pB or pB = 0 < pA."
+    "Theorem 1's certified ℓ2 radius σ/2 (Φ⁻¹(pA) − Φ⁻¹(pB)); 0 where pA ≤ pB."
     pA = check_probability(pA, 'pA')
     pB = 1 - pA if pB is None else check_probability(pB, 'pB')
     sigma = check_positive(sigma, 'sigma')
@@ -81,38 +90,47 @@ def certified_radius(pA, # lower bound on P(f(x+ε)=c_A); number or array
         radius = sigma / 2 * (norm.ppf(pA) - norm.ppf(pB))
     return _as_output(np.where(pA > pB, radius, 0.0))
 
+# %% ../nbs/00_theory.ipynb #6f690d9e
+def _check_direction(x, delta):
+    "`x` and `delta` as float vectors of one length, `delta` finite and nonzero."
+    x, delta = np.asarray(x, float), np.asarray(delta, float)
+    if x.ndim != 1 or delta.shape != x.shape:
+        raise ValueError(f"x and delta must be vectors of one length, got {x.shape} and {delta.shape}")
+    size = np.linalg.norm(delta)
+    if not (np.isfinite(size) and size > 0):
+        raise ValueError(f"delta must be a finite nonzero vector, got {delta!r}")
+    return x, delta
+
 # %% ../nbs/00_theory.ipynb #8fa339e1
 def worst_case_classifier(x, # the input point, shape (d,)
-                          delta, # the perturbation whose direction the boundaries are normal to, shape (d,), nonzero
+                          delta, # the perturbation the boundaries are normal to, (d,), nonzero
                           pA:float, # probability of class 0 (c_A) under N(x, σ²I)
-                          pB:float=None, # probability of class 1 (c_B); default 1 - pA; pA + pB <= 1
+                          pB:float|None=None, # probability of class 1 (c_B), <= 1 - pA (the default)
                           sigma:float=1.0, # noise level σ
                          ): # a function mapping points (..., d) to labels (...) in {0, 1, 2}
-    "Theorem 2's base classifier: half-spaces normal to `delta` with class probabilities pA, pB at x, for which g(x+δ) ≠ c_A as soon as ‖δ‖ > R."
-    x, delta = np.asarray(x, float), np.asarray(delta, float)
-    if x.ndim != 1 or delta.shape != x.shape: raise ValueError(f"x and delta must be vectors of the same length, got shapes {x.shape} and {delta.shape}")
-    norm_delta = np.linalg.norm(delta)
-    if not (np.isfinite(norm_delta) and norm_delta > 0): raise ValueError(f"delta must be a finite nonzero vector, got {delta!r}")
+    "Theorem 2's base classifier, for which g(x+δ) ≠ c_A as soon as ‖δ‖ > R."
+    x, delta = _check_direction(x, delta)
     pA = float(check_probability(pA, 'pA'))
     pB = 1 - pA if pB is None else float(check_probability(pB, 'pB'))
     if pA + pB > 1: raise ValueError(f"pA + pB must be <= 1, got pA={pA}, pB={pB}")
     sigma = check_positive(sigma, 'sigma')
-    upper_A, lower_B = sigma * norm.ppf(pA), sigma * norm.ppf(1 - pB)  # thresholds on the projection onto δ/‖δ‖
+    upper_A, lower_B = sigma * norm.ppf(pA), sigma * norm.ppf(1 - pB)  # thresholds along δ/‖δ‖
+    unit = delta / np.linalg.norm(delta)
     def classify(points):
-        projection = (np.asarray(points, float) - x) @ (delta / norm_delta)
+        projection = (np.asarray(points, float) - x) @ unit
         return np.where(projection <= upper_A, 0, np.where(projection >= lower_B, 1, 2))
     return classify
 
-# %% ../nbs/00_theory.ipynb #a22934c9
+# %% ../nbs/00_theory.ipynb #36732dad
 def _maximize(objective, # maps thetas of shape (k, g) to values of shape (k, g)
               lo, hi, # arrays (k,): each row's parameter interval
               grid:int=257, # grid points per row
               iters:int=60, # golden-section steps after the grid
              )->np.ndarray: # (k,) the maximum for each row
-    "Row-wise maximum of `objective` over [lo, hi]: a dense grid, then golden section around the best grid point."
+    "Row-wise maximum of `objective` over [lo, hi]: a dense grid, then golden section."
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
     theta = lo[:, None] + (hi - lo)[:, None] * np.linspace(0, 1, grid)
-    def finite_or_worst(v): return np.where(np.isnan(v), -np.inf, v)  # nan (outside the domain) never wins
+    def finite_or_worst(v): return np.where(np.isnan(v), -np.inf, v)  # outside the domain: never
     values = finite_or_worst(objective(theta))
     rows, best = np.arange(len(lo)), np.argmax(values, axis=1)
     step = (hi - lo) / (grid - 1)
@@ -125,8 +143,9 @@ def _maximize(objective, # maps thetas of shape (k, g) to values of shape (k, g)
         a, b = np.where(keep_left, a, c), np.where(keep_left, d, b)
     return np.fmax(values[rows, best], at((a + b) / 2))
 
+# %% ../nbs/00_theory.ipynb #7cceae15
 def _pairwise_radius(pA, pB, sigma, radius_where_ordered):
-    "Validate, broadcast and flatten (pA, pB); apply `radius_where_ordered` to the entries with pA > pB; 0 elsewhere."
+    "Check and broadcast (pA, pB); `radius_where_ordered` on the entries with pA > pB, 0 elsewhere."
     pA = check_probability(pA, 'pA')
     pB = 1 - pA if pB is None else check_probability(pB, 'pB')
     sigma = check_positive(sigma, 'sigma')
@@ -136,7 +155,7 @@ def _pairwise_radius(pA, pB, sigma, radius_where_ordered):
     if ordered.any(): out[ordered] = radius_where_ordered(pA[ordered], pB[ordered], sigma)
     return _as_output(out)
 
-# %% ../nbs/00_theory.ipynb #57e61115
+# %% ../nbs/00_theory.ipynb #1c76679f
 def _lecuyer_ordered(pA, pB, sigma):
     "Lecuyer et al.'s radius for 1-d arrays with pA > pB."
     out = np.full(pA.shape, np.inf)  # pB = 0: β is unbounded and so is the radius
@@ -147,19 +166,21 @@ def _lecuyer_ordered(pA, pB, sigma):
             gap = a - np.exp(2 * beta) * b
             r = sigma * beta / np.sqrt(2 * np.log(1.25 * (1 + np.exp(beta)) / gap))
         return np.where(gap > 0, r, 0.0)
-    out[finite] = _maximize(radius, np.zeros(finite.sum()), 0.5 * (np.log(pA[finite]) - np.log(pB[finite])))
+    beta_max = 0.5 * (np.log(pA[finite]) - np.log(pB[finite]))
+    out[finite] = _maximize(radius, np.zeros(finite.sum()), beta_max)
     return out
 
+# %% ../nbs/00_theory.ipynb #077f5eea
 def lecuyer_radius(pA, # lower bound on the top class's probability; number or array
                    pB=None, # upper bound on the runner-up's probability; default 1 - pA
                    sigma:float=1.0, # noise level σ
                   ): # the radius, broadcast over pA and pB; a float for scalar input
-    "Lecuyer et al. (2019)'s certified radius (differential privacy), maximised over β; 0 where pA ≤ pB."
+    "Lecuyer et al. (2019)'s radius (differential privacy), maximised over β; 0 where pA ≤ pB."
     return _pairwise_radius(pA, pB, sigma, _lecuyer_ordered)
 
-# %% ../nbs/00_theory.ipynb #3c17cd2a
+# %% ../nbs/00_theory.ipynb #d3418a60
 def _li_ordered(pA, pB, sigma):
-    "Li et al.'s radius for 1-d arrays with pA > pB: the best of a = 1 + e^s, s in [-6, 6], and the limit a → 1."
+    "Li et al.'s radius for 1-d arrays with pA > pB: the best a = 1 + e^s, s in [-6, 6], or a → 1."
     a, b = pA[:, None], pB[:, None]
     def radius(s):
         order = 1 + np.exp(s)
@@ -170,11 +191,13 @@ def _li_ordered(pA, pB, sigma):
             return np.sqrt(np.maximum(-(2 * sigma**2 / order) * np.log(inside), 0.0))
     with np.errstate(divide='ignore'):
         limit_at_order_one = np.sqrt(-2 * sigma**2 * np.log1p(-(np.sqrt(pA) - np.sqrt(pB))**2))
-    return np.fmax(_maximize(radius, np.full(len(pA), -6.0), np.full(len(pA), 6.0)), limit_at_order_one)
+    best = _maximize(radius, np.full(len(pA), -6.0), np.full(len(pA), 6.0))
+    return np.fmax(best, limit_at_order_one)
 
+# %% ../nbs/00_theory.ipynb #1452ba62
 def li_radius(pA, # lower bound on the top class's probability; number or array
               pB=None, # upper bound on the runner-up's probability; default 1 - pA
               sigma:float=1.0, # noise level σ
              ): # the radius, broadcast over pA and pB; a float for scalar input
-    "Li et al. (2018)'s certified radius (Rényi divergence), maximised over the order a > 1; 0 where pA ≤ pB."
+    "Li et al. (2018)'s radius (Rényi divergence), maximised over the order a > 1; 0 where pA ≤ pB."
     return _pairwise_radius(pA, pB, sigma, _li_ordered)
