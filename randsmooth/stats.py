@@ -9,9 +9,11 @@ __all__ = ['lower_confidence_bound', 'upper_confidence_bound', 'predict_pvalue',
 # %% ../nbs/01_stats.ipynb #90dc68c0
 import numpy as np
 from scipy.stats import beta, binom, norm
-from .theory import check_probability, check_positive, check_alpha, check_count, check_counts, _as_output
+from .theory import check_probability, check_positive, check_alpha
+from .theory import check_count, check_counts
+from .theory import _as_output
 
-# %% ../nbs/01_stats.ipynb #fc34be71
+# %% ../nbs/01_stats.ipynb #b106c4f7
 def _check_successes(k, n, k_name):
     "Validate counts k of n trials (scalars or arrays): integers, n >= 1, 0 <= k <= n."
     n = check_counts(n, 'n', minimum=1)
@@ -19,22 +21,24 @@ def _check_successes(k, n, k_name):
     if np.any(k > n): raise ValueError(f"{k_name} must be <= n, got {k_name}={k!r}, n={n!r}")
     return k, n
 
+# %% ../nbs/01_stats.ipynb #41c83eaf
 def lower_confidence_bound(nA, # successes: integer or integer array
                            n, # trials: integer or integer array, >= 1
                            alpha:float, # the bound fails with probability at most alpha
                           ): # the lower bound; float for scalar input
-    "One-sided (1 − α) Clopper–Pearson lower confidence bound on a binomial proportion from nA successes of n."
+    "One-sided (1 − α) Clopper–Pearson lower confidence bound on a proportion: nA successes of n."
     nA, n = _check_successes(nA, n, 'nA')
     alpha = check_alpha(alpha)
     with np.errstate(invalid='ignore'):
         bound = beta.ppf(alpha, nA, n - nA + 1)
     return _as_output(np.where(nA == 0, 0.0, bound))
 
+# %% ../nbs/01_stats.ipynb #a608ebcf
 def upper_confidence_bound(nB, # successes: integer or integer array
                            n, # trials: integer or integer array, >= 1
                            alpha:float, # the bound fails with probability at most alpha
                           ): # the upper bound; float for scalar input
-    "One-sided (1 − α) Clopper–Pearson upper confidence bound on a binomial proportion from nB successes of n."
+    "One-sided (1 − α) Clopper–Pearson upper confidence bound on a proportion: nB successes of n."
     nB, n = _check_successes(nB, n, 'nB')
     alpha = check_alpha(alpha)
     with np.errstate(invalid='ignore'):
@@ -45,7 +49,7 @@ def upper_confidence_bound(nB, # successes: integer or integer array
 def predict_pvalue(nA, # count of the most frequent class; integer or integer array
                    nB, # count of the runner-up; integer or integer array
                   ): # the p-value; float for scalar input
-    "Two-sided exact binomial test p-value of nA successes in nA + nB trials at p = 1/2 (1 when nA + nB = 0)."
+    "Two-sided exact binomial test p-value of nA successes in nA + nB trials at p = 1/2."
     nA, nB = check_counts(nA, 'nA'), check_counts(nB, 'nB')
     tail = binom.cdf(np.minimum(nA, nB), nA + nB, 0.5)
     return _as_output(np.where(nA + nB == 0, 1.0, np.minimum(1.0, 2 * tail)))
@@ -58,10 +62,10 @@ def max_certifiable_radius(n, # number of Monte Carlo samples; integer or intege
     "The largest radius CERTIFY can return with n samples at level alpha: σ Φ⁻¹(α^(1/n))."
     n = check_counts(n, 'n', minimum=1)
     alpha, sigma = check_alpha(alpha), check_positive(sigma, 'sigma')
-    radius = sigma * norm.isf(-np.expm1(np.log(alpha) / n))  # Φ⁻¹(1 − q) = −Φ⁻¹(q), q = 1 − α^(1/n)
-    return _as_output(np.maximum(radius, 0.0))
+    q = -np.expm1(np.log(alpha) / n)                 # 1 − α^(1/n), accurate for huge n
+    return _as_output(np.maximum(sigma * norm.isf(q), 0.0))
 
-# %% ../nbs/01_stats.ipynb #30ec4d34
+# %% ../nbs/01_stats.ipynb #27e784d5
 def min_samples_to_predict(alpha:float, # level of PREDICT's test
                           )->int:
     "Smallest n for which PREDICT can return a class at level alpha (when all n samples agree)."
@@ -71,9 +75,10 @@ def min_samples_to_predict(alpha:float, # level of PREDICT's test
     while n > 1 and predict_pvalue(n - 1, 0) <= alpha: n -= 1
     return n
 
+# %% ../nbs/01_stats.ipynb #c432e6ad
 def min_samples_to_certify(alpha:float, # failure probability of CERTIFY
                           )->int:
-    "Smallest n for which CERTIFY can certify a positive radius at level alpha (when all n samples agree)."
+    "Smallest n for which CERTIFY can certify a positive radius at level alpha (all samples agreeing)."
     alpha = check_alpha(alpha)
     n = max(1, int(np.floor(np.log2(1 / alpha))) + 1)
     while lower_confidence_bound(n, n, alpha) <= 0.5: n += 1
@@ -81,12 +86,12 @@ def min_samples_to_certify(alpha:float, # failure probability of CERTIFY
     return n
 
 # %% ../nbs/01_stats.ipynb #5008c2c4
-def certified_accuracy_lower_bound(accuracy, # approximate certified accuracy ĉ at some radius; number or array in [0, 1]
+def certified_accuracy_lower_bound(accuracy, # approximate certified accuracy ĉ: number(s) in [0, 1]
                                    m:int, # number of test examples ĉ was measured on
-                                   alpha:float, # CERTIFY's failure probability per example, at most 1/2
-                                   rho:float, # the returned bound fails with probability at most rho
-                                  ): # lower bound on the true certified accuracy, in [0, 1]; float for scalar input
-    "Appendix D: a lower bound on the true certified accuracy from the approximate one, valid with probability ≥ 1 − ρ."
+                                   alpha:float, # CERTIFY's failure probability per example, <= 1/2
+                                   rho:float, # the bound fails with probability at most rho
+                                  ): # lower bound on the true certified accuracy; float for scalars
+    "Appendix D: a lower bound on the true certified accuracy, valid with probability ≥ 1 − ρ."
     accuracy = check_probability(accuracy, 'accuracy')
     m = check_count(m, 'm')
     alpha, rho = check_alpha(alpha), check_alpha(rho, 'rho')

@@ -95,7 +95,7 @@ def _check_direction(x, delta):
     "`x` and `delta` as float vectors of one length, `delta` finite and nonzero."
     x, delta = np.asarray(x, float), np.asarray(delta, float)
     if x.ndim != 1 or delta.shape != x.shape:
-        raise ValueError(f"x and delta must be vectors of one length, got {x.shape} and {delta.shape}")
+        raise ValueError(f"x and delta must be vectors of one length, got {x.shape}, {delta.shape}")
     size = np.linalg.norm(delta)
     if not (np.isfinite(size) and size > 0):
         raise ValueError(f"delta must be a finite nonzero vector, got {delta!r}")
@@ -105,7 +105,7 @@ def _check_direction(x, delta):
 def worst_case_classifier(x, # the input point, shape (d,)
                           delta, # the perturbation the boundaries are normal to, (d,), nonzero
                           pA:float, # probability of class 0 (c_A) under N(x, σ²I)
-                          pB:float|None=None, # probability of class 1 (c_B), <= 1 - pA (the default)
+                          pB:float|None=None, # probability of class 1 (c_B), <= 1 - pA (default)
                           sigma:float=1.0, # noise level σ
                          ): # a function mapping points (..., d) to labels (...) in {0, 1, 2}
     "Theorem 2's base classifier, for which g(x+δ) ≠ c_A as soon as ‖δ‖ > R."
