@@ -46,7 +46,8 @@ def atomic_writer(path:str|os.PathLike, # the file to (over)write; its folder is
                  ):
     "A file object whose content replaces `path` only when the block ends without an error."
     if mode not in ('w', 'wb'): raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
-    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"path must be a file path, got {path!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path, got {path!r}")
     path = Path(path)
     ensure_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
@@ -66,7 +67,8 @@ def atomic_write(path:str|os.PathLike, # the file to (over)write
                  data:str|bytes, # its whole new content
                 )->Path:
     "Write `data` to `path` atomically and durably (see `atomic_writer`)."
-    if not isinstance(data, (str, bytes)): raise TypeError(f"data must be str or bytes, got {type(data).__name__}")
+    if not isinstance(data, (str, bytes)):
+        raise TypeError(f"data must be str or bytes, got {type(data).__name__}")
     with atomic_writer(path, 'w' if isinstance(data, str) else 'wb') as f: f.write(data)
     return Path(path)
 
@@ -107,11 +109,11 @@ def accept_hyphens(command, # a `call_parse` command
     return _command
 
 # %% ../nbs/15_cli.ipynb #4e41cf30
-def command_from(settings_cls:type, # a frozen dataclass of the command's settings, with a `check()` method
+def command_from(settings_cls:type, # a frozen dataclass of the command's settings (with `check()`)
                  run, # `run(settings)` does the work (and imports what it needs)
                  prog:str, # the command's name, as installed
                 ):
-    "A command-line command whose flags are the fields of `settings_cls` and which calls `run` on them."
+    "A command whose flags are the fields of `settings_cls`, calling `run` on them."
     if not (dataclasses.is_dataclass(settings_cls) and isinstance(settings_cls, type)):
         raise TypeError(f"settings_cls must be a dataclass, got {settings_cls!r}")
     def command(**kwargs):
@@ -119,7 +121,8 @@ def command_from(settings_cls:type, # a frozen dataclass of the command's settin
             settings = settings_cls(**kwargs)
             if hasattr(settings, 'check'): settings.check()
             return run(settings)
-    command.__signature__ = inspect.signature(settings_cls).replace(return_annotation=inspect.Signature.empty)
+    signature = inspect.signature(settings_cls)
+    command.__signature__ = signature.replace(return_annotation=inspect.Signature.empty)
     command.__delwrap__, command.__doc__ = settings_cls, settings_cls.__doc__
     command.__name__ = command.__qualname__ = prog
     command.__module__ = getattr(run, '__module__', __name__)
