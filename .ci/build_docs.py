@@ -7,10 +7,11 @@
    processed by nbdev's own `FilterDefaults` processors (show_doc rendering, directives, exec of
    show_doc cells) -- the same processing `nbdev_docs` does before `quarto render`.
 2. Each processed notebook becomes Markdown (`nbdocs.nb_to_markdown`: images written beside it),
-   and pandoc renders it to standalone HTML with MathML math (no CDN) and a sidebar of all pages.
-   Page names follow Quarto's: `00_theory.ipynb` -> `theory.html`, `index.ipynb` -> `index.html`.
-3. `cli.html` lists the `--help` of every console script in settings.ini.
-4. The site is checked: one page per notebook, every internal link and `#anchor` resolves.
+   and pandoc renders it to standalone HTML with MathML math (no CDN), syntax-highlighted code and
+   a sidebar of all pages. Page names follow Quarto's: `00_theory.ipynb` -> `theory.html`.
+3. `commands.html` lists the `--help` of every console script in settings.ini.
+4. Pagefind (the `pagefind` Python package, offline) indexes the pages for the search box.
+5. The site is checked: one page per notebook, every internal link and `#anchor` resolves.
 Exits non-zero on any notebook whose execution or processing errors, a missing page or a broken link.
 """
 import argparse, html, json, multiprocessing, os, re, shutil, subprocess, sys, time
@@ -36,7 +37,7 @@ def _doc_link(mod, name):
 def _help_text(name):
     "`name --help` of a console script next to this Python; raises if it fails."
     r = subprocess.run([str(Path(sys.executable).parent/name), '--help'], capture_output=True, text=True, timeout=180,
-                       env={**os.environ, 'COLUMNS': '110'})
+                       env={**os.environ, 'COLUMNS': '88'})     # argparse wraps to this width
     if r.returncode != 0: raise RuntimeError(f'`{name} --help` exited {r.returncode}:\n{r.stderr[-2000:]}')
     return r.stdout.rstrip()
 
@@ -75,9 +76,14 @@ def localise_links(md, page, cfg):
     return re.sub(r'\]\((?:nbs/)?(?:\d+[_-])?([\w-]+)\.ipynb(#[^)]*)?\)', lambda m: f'](' + prefix + m.group(1) + '.html' + (m.group(2) or '') + ')', md)
 
 
+def tidy_signatures(md):
+    "Drop the blank lines nbdev's show_doc leaves at the start and end of a signature's code block."
+    return re.sub(r'```python\n\n+((?:async def|def|class) [^`]*?)\n{2,}```', r'```python\n\1\n```', md)
+
+
 def render_page(md_path, html_path, meta, pages, cfg, site_title):
-    "pandoc: Markdown -> standalone HTML5, MathML math, our template and sidebar."
-    md = localise_links(md_path.read_text(), meta['page'], cfg)
+    "pandoc: Markdown -> standalone HTML5, MathML math, highlighted code, our template and sidebar."
+    md = tidy_signatures(localise_links(md_path.read_text(), meta['page'], cfg))
     md_path.write_text(md)
     nav = html_path.parent/'.nav.html'
     nav.write_text(sidebar_html(pages, meta['page']))
@@ -89,7 +95,8 @@ def render_page(md_path, html_path, meta, pages, cfg, site_title):
     cmd = ['pandoc', str(md_path), '-f', 'markdown-yaml_metadata_block', '-t', 'html5', '--standalone', '--mathml',
            '--template', str(HERE/'docs'/'template.html'), '--toc', '--toc-depth=3', '--metadata-file', str(meta_file),
            '--metadata', f'pagetitle={plain(meta["title"])} – {site_title}', '-V', f'meta-description={plain(meta.get("description", ""))}',
-           '-V', f'site-title={site_title}', '-V', f'root={root}', '--include-before-body', str(nav),
+           '-V', f'site-title={site_title}', '-V', f'root={root}', '-V', 'search=1',
+           '--highlight-style=pygments', '--include-before-body', str(nav),
            '-o', str(html_path)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     nav.unlink(); meta_file.unlink()
@@ -164,15 +171,19 @@ def main(argv=None):
     pages = sorted((r for r in results if not r['error']), key=lambda r: (r['page'] != 'index.html', r['notebook']))
     problems = [f"notebook failed in docs processing: {r['notebook']}" for r in failed]
     try:
-        (out/'cli.md').write_text(cli_markdown(cfg))
-        pages.append(dict(page='cli.html', title='Command-line tools', notebook=None))
+        (out/'commands.md').write_text(cli_markdown(cfg))
+        pages.append(dict(page='commands.html', title='Command-line tools', notebook=None))
     except Exception as e: problems.append(f'cli page: {e}')
     site_title = cfg.get('title', cfg.lib_name)
     for meta in pages: render_page(out/Path(meta['page']).with_suffix('.md'), out/meta['page'], meta, pages, cfg, site_title)
     for f in (HERE/'docs'/'site.css', cfg.nbs_path/'styles.css'):
         if f.exists(): shutil.copy(f, out/f.name)
     (out/'pages.json').write_text(json.dumps([{k: p.get(k) for k in ('page', 'title', 'notebook')} for p in pages], indent=1))
-    expected = [page_name(p, cfg.nbs_path) for p in nbs] + ['cli.html']
+    r = subprocess.run([sys.executable, '-m', 'pagefind', '--site', str(out), '--silent',
+                        '--exclude-selectors', 'annotation'],   # MathML's TeX source: not page text
+                       capture_output=True, text=True)
+    if r.returncode != 0: problems.append(f'pagefind failed ({r.returncode}): {(r.stderr or r.stdout)[-1000:]}')
+    expected = [page_name(p, cfg.nbs_path) for p in nbs] + ['commands.html']
     link_problems, n_html = check_site(out, expected)
     problems += link_problems
     for p in problems: print('PROBLEM:', p)

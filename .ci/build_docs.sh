@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build the docs site without Quarto and check it: nbdev's notebook processing + pandoc (MathML
-# math, no CDN), a link check, then headless Chromium opening every page.
+# Build the docs site -- the one CI checks and .github/workflows/deploy.yaml publishes -- and check
+# it: nbdev's notebook processing + pandoc (MathML math, highlighted code, no CDN), Pagefind's
+# search index, a link check, then headless Chromium opening every page and searching "certify".
 #   bash .ci/build_docs.sh                 # what .ci/run does: install tools if missing, build, check, browser check
 #   bash .ci/build_docs.sh --no-browser    # skip the Chromium check
 #   bash .ci/build_docs.sh --no-exec       # do not execute notebooks saved without outputs (fast, no plots)
-# The site lands in _site/ (open _site/index.html).  The GitHub Pages site still uses `nbdev_docs` (Quarto).
+# The site lands in _site/ (serve it: python3 -m http.server -d _site; search needs http, not file://).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 browser=1; build_args=()
@@ -22,13 +23,21 @@ export MPLBACKEND=Agg
 # Debian packages, installed only when missing (CI runs on a fresh machine).
 need=()
 command -v pandoc >/dev/null || need+=(pandoc)
-if [[ $browser == 1 ]] && ! command -v chromium >/dev/null; then need+=(chromium); fi
+if [[ $browser == 1 ]] && ! command -v chromium chromium-browser google-chrome >/dev/null; then
+  need+=(chromium)
+fi
 if (( ${#need[@]} )); then
   t0=$SECONDS
   echo "installing ${need[*]} (apt-get)"
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
   $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
   echo "installed in $((SECONDS - t0))s"
+fi
+
+# Pagefind (search index), from PyPI into this Python, only when missing.
+if ! "$PY" -c 'import pagefind_bin' 2>/dev/null; then
+  echo "installing pagefind (pip)"
+  "$PY" -m pip install -q 'pagefind[bin]>=1.5,<2'
 fi
 
 # The checks themselves must catch what they exist for.
@@ -39,6 +48,6 @@ t0=$SECONDS
 echo "docs built and link-checked in $((SECONDS - t0))s"
 if [[ $browser == 1 ]]; then
   t0=$SECONDS
-  "$PY" .ci/browser_check.py _site
+  "$PY" .ci/browser_check.py _site --search certify
   echo "browser check in $((SECONDS - t0))s"
 fi

@@ -11,8 +11,10 @@ from pathlib import Path
 from fastcore.script import call_parse
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'ensure_folder', 'atomic_writer', 'atomic_write', 'tsv_line', 'exit_on_error', 'underscored',
-           'accept_hyphens', 'command_from']
+__all__ = ['USER_ERRORS', 'rs_train', 'rs_demo', 'rs_analyze', 'rs_certify', 'rs_predict', 'ensure_folder', 'atomic_writer',
+           'atomic_write', 'tsv_line', 'exit_on_error', 'underscored', 'accept_hyphens', 'command_from',
+           'TrainSettings', 'run_train', 'DemoSettings', 'run_demo', 'AnalyzeSettings', 'run_analyze',
+           'PredictSettings', 'CertifySettings', 'run_certify', 'run_predict']
 
 # %% ../nbs/15_cli.ipynb #d80e101f
 def ensure_folder(folder:str|os.PathLike, # the folder to create if missing
@@ -121,9 +123,341 @@ def command_from(settings_cls:type, # a frozen dataclass of the command's settin
             settings = settings_cls(**kwargs)
             if hasattr(settings, 'check'): settings.check()
             return run(settings)
-    signature = inspect.signature(settings_cls)
+    signature = inspect.signature(settings_cls, eval_str=True)
     command.__signature__ = signature.replace(return_annotation=inspect.Signature.empty)
     command.__delwrap__, command.__doc__ = settings_cls, settings_cls.__doc__
     command.__name__ = command.__qualname__ = prog
     command.__module__ = getattr(run, '__module__', __name__)
     return accept_hyphens(call_parse(command))
+
+# %% ../nbs/15_cli.ipynb #d7a10002
+from fastcore.basics import patch
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    "Train a base classifier under noise σ (SGD, step schedule); under torchrun, on every process."
+    dataset:str # digits, synthetic, mnist, cifar10, imagenet, or a path: image folder, .npz, .csv
+    arch:str # small_cnn, cifar_resnet110, ..., a torchvision name, timm:NAME, pkg.module:factory
+    outdir:str # folder for checkpoint.pth.tar, log.tsv and settings.json
+    sigma:float|None=None # noise level σ (>= 0, required), in input units ([0, 1] pixels)
+    epochs:int|None=None # default: 15 for digits/synthetic, 90 for cifar10/imagenet, 30 otherwise
+    batch:int=256 # global batch size, summed over all processes (the paper used 400)
+    lr:float=0.1 # initial learning rate of SGD
+    lr_step:int=30 # multiply the learning rate by gamma every this many epochs
+    gamma:float=0.1 # learning-rate decay factor, in (0, 1]
+    momentum:float=0.9 # SGD momentum, in [0, 1)
+    weight_decay:float=1e-4 # L2 weight decay
+    method:str='gaussian' # training objective: gaussian (the paper's), or see randsmooth.methods
+    method_options:str|None=None # the method's hyper-parameters, "name=value,name=value"
+    workers:int|None=None # loader processes per GPU; default: 0 for in-memory data, else up to 8
+    data_dir:str|None=None # folder of the dataset; default: $RANDSMOOTH_DATA or ~/.cache/randsmooth
+    resize:int|None=None # image folders: resize the shorter side to this many pixels
+    crop:int|None=None # image folders: then take the centred crop x crop square
+    label_column:str='label' # CSV data: the column holding the labels
+    seed:int=0 # seed of the initial weights, the example order and the noise
+    resume:bool=False # continue the run in OUTDIR (or start it); batch, lr, seed... must not change
+    device:str='auto' # auto (this process's GPU if any, else CPU), cpu, cuda, cuda:1, ...
+    amp:str='auto' # mixed precision: auto (bf16 or fp16 on GPUs, off on CPU), bf16, fp16, off
+    channels_last:str='auto' # channels-last memory layout: auto (image inputs on GPU), on, off
+    stop_after:int|None=None # stop after this many epochs in this call, to --resume later
+    download:bool=False # download MNIST / CIFAR-10 if missing
+    quiet:bool=False # no progress bars or per-epoch lines
+
+# the parser needs the types, not the strings `from __future__ import annotations` leaves
+
+# %% ../nbs/15_cli.ipynb #d7a10004
+def _int_setting(value, name:str, minimum:int):
+    "`value` must be an int >= `minimum` (not a bool)."
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum: raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+def _number_setting(value, name:str, low:float, high:float, include_low:bool=True):
+    "`value` must be a number in [low, high] ((low, high] when `include_low` is False), not NaN."
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    finite = value == value and abs(value) != float('inf')
+    if not finite or not (value >= low if include_low else value > low) or not value <= high:
+        lower = f"{'>=' if include_low else '>'} {low}"
+        allowed = lower if high == float('inf') else f"{lower} and <= {high}"
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
+
+# %% ../nbs/15_cli.ipynb #d7a10005
+@patch
+def check(self:TrainSettings):
+    "Raise a `ValueError`/`TypeError` naming the first setting that is not allowed."
+    if self.sigma is None: raise ValueError("sigma is required: the noise level, e.g. 0.25")
+    _number_setting(self.sigma, 'sigma', 0, float('inf'))
+    for name in ('batch', 'lr_step', 'seed', 'epochs', 'workers', 'stop_after', 'resize', 'crop'):
+        value = getattr(self, name)
+        if value is not None or name in ('batch', 'lr_step', 'seed'):
+            _int_setting(value, name, 0 if name in ('seed', 'workers') else 1)
+    _number_setting(self.lr, 'lr', 0, float('inf'), include_low=False)
+    _number_setting(self.gamma, 'gamma', 0, 1, include_low=False)
+    _number_setting(self.momentum, 'momentum', 0, 1)
+    if self.momentum == 1: raise ValueError("momentum must be a number >= 0 and < 1, got 1")
+    _number_setting(self.weight_decay, 'weight_decay', 0, float('inf'))
+    self.check_names()
+    self.check_outdir()
+
+# %% ../nbs/15_cli.ipynb #d7a10007
+@patch
+def check_names(self:TrainSettings):
+    "The string settings are strings (`channels_last` may be a bool from Python)."
+    for name in ('dataset', 'arch', 'outdir', 'method', 'device', 'amp', 'label_column'):
+        value = getattr(self, name)
+        if not isinstance(value, str): raise TypeError(f"{name} must be a string, got {value!r}")
+    if not isinstance(self.method_options, (str, dict, type(None))):
+        raise TypeError(f"method_options must be 'name=value,...', a dict or None, "
+                        f"got {self.method_options!r}")
+    if self.channels_last not in ('auto', 'on', 'off', True, False):
+        raise ValueError(f"channels_last must be auto, on or off, got {self.channels_last!r}")
+
+@patch
+def check_outdir(self:TrainSettings):
+    "`outdir` is a folder, or can be created: no regular file in its place or on its path."
+    outdir = Path(self.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise ValueError(f"outdir: {outdir} exists and is not a folder")
+    for p in outdir.parents:
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"outdir: {outdir} cannot be created: {p} is a file")
+
+# %% ../nbs/15_cli.ipynb #d7a1000b
+def run_train(s:TrainSettings, # checked settings
+             ):
+    "Train as `s` says (`randsmooth.train`); rank 0 prints where the checkpoint and the log are."
+    from randsmooth.train import LOG_NAME, train
+    options = {k: v for k, v in dataclasses.asdict(s).items() if k != 'quiet'}
+    checkpoint = train(**options, progress=not s.quiet)
+    if int(os.environ.get('RANK', 0)) == 0:
+        print(f"checkpoint: {checkpoint}\nlog: {checkpoint.parent/LOG_NAME}")
+
+rs_train = command_from(TrainSettings, run_train, 'rs_train')
+
+# %% ../nbs/15_cli.ipynb #c0de0002
+from fastcore.script import Param
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    "Train small digits classifiers at a few noise levels, certify the test set, print the table."
+    outdir:Param('folder for the checkpoints, logs, table.md and certified_accuracy.png/.pdf', str,
+                 opt=False, nargs='?')='rs_demo'
+    sigmas:Param('noise levels, each used for training and certification', float,
+                 nargs='+')=(0.12, 0.25, 0.5)
+    epochs:int=15 # training epochs per classifier
+    N:int=1000 # CERTIFY's estimation samples per test digit
+    N0:int=100 # CERTIFY's selection samples
+    alpha:float=0.001 # failure probability of each certificate
+    skip:int=1 # certify every skip-th test digit
+    seed:int=0 # seed of training and certification
+    threads:int=1 # torch threads (the tiny digits networks run fastest on one)
+    quiet:bool=False # no progress output
+
+# %% ../nbs/15_cli.ipynb #c0de0004
+@patch
+def check(self:DemoSettings):
+    "Raise a `ValueError`/`TypeError` naming the first setting that is not allowed."
+    if isinstance(self.sigmas, (str, bytes)) or not hasattr(self.sigmas, '__iter__'):
+        raise TypeError(f"sigmas must be a list of noise levels, got {self.sigmas!r}")
+    if not list(self.sigmas): raise ValueError("sigmas: give at least one noise level")
+    for s in self.sigmas: _number_setting(s, 'sigmas', 0, float('inf'), include_low=False)
+    if len({f'{s:.2f}' for s in self.sigmas}) < len(self.sigmas):
+        raise ValueError(f"sigmas must differ in their first two decimals, got {list(self.sigmas)}")
+    for name in ('epochs', 'N', 'N0', 'skip', 'threads', 'seed'):
+        _int_setting(getattr(self, name), name, 0 if name == 'seed' else 1)
+    _number_setting(self.alpha, 'alpha', 0, 1, include_low=False)
+    if self.alpha == 1: raise ValueError("alpha must lie in the open interval (0, 1), got 1")
+    if Path(self.outdir).exists() and not Path(self.outdir).is_dir():
+        raise ValueError(f"outdir: {self.outdir} exists and is not a folder")
+
+# %% ../nbs/15_cli.ipynb #c0de0008
+def run_demo(s:DemoSettings, # checked settings
+            ):
+    "Run `randsmooth.experiments.demo` as `s` says; print the table and where the files are."
+    from randsmooth.experiments import demo
+    from randsmooth.analyze import to_markdown
+    table = demo(s, progress=not s.quiet)
+    print(to_markdown(table))
+    print(f"\nrs_demo: logs, checkpoints, table.md and certified_accuracy.png/.pdf are in "
+          f"{Path(s.outdir).resolve()}")
+
+rs_demo = command_from(DemoSettings, run_demo, 'rs_demo')
+
+# %% ../nbs/15_cli.ipynb #b8a10001
+from fastcore.script import Param
+_LOGS = Param('Certify logs, or Predict logs (one per n)', str, nargs='+')
+_RADII = Param('radii of the table (default: round radii up to the most the logs certify)', float,
+               nargs='+')
+
+@dataclasses.dataclass(frozen=True)
+class AnalyzeSettings:
+    "Certified-accuracy tables and plots from Certify logs, or accuracy tables from Predict logs."
+    logs:_LOGS # paths of the logs
+    radii:_RADII=None # radii of the certified-accuracy table; None: chosen from the logs
+    latex:bool=False # print LaTeX tables instead of markdown
+    plot:str|None=None # save the certified accuracy against radius plot as PLOT.png and PLOT.pdf
+    mixed:bool=False # allow logs certified with different N or alpha in one table
+    def check(self): _check_analyze(self)
+
+# %% ../nbs/15_cli.ipynb #b8a10003
+def _check_figure_path(plot:str):
+    "`plot` ends in .png, .pdf or nothing, and no regular file stands where its folders must be."
+    plot = Path(plot)
+    if plot.suffix.lower() not in ('', '.png', '.pdf'):
+        raise ValueError(f"plot must end in .png, .pdf or nothing, got {plot}")
+    for p in plot.parents:
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"plot: cannot write {plot}: {p} is a file, not a folder")
+
+# %% ../nbs/15_cli.ipynb #b8a10004
+def _check_analyze(s:AnalyzeSettings):
+    "Raise a `ValueError`/`TypeError` naming the first setting of `s` that is not allowed."
+    if isinstance(s.logs, (str, os.PathLike)) or not s.logs:
+        raise ValueError("logs: give at least one log file")
+    if not all(isinstance(p, (str, os.PathLike)) for p in s.logs):
+        raise TypeError(f"logs must be paths of log files, got {s.logs!r}")
+    for r in s.radii or ():
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < float('inf'):
+            raise ValueError(f"radii must be finite numbers >= 0, got {list(s.radii)}")
+    if s.plot is not None: _check_figure_path(s.plot)
+
+# %% ../nbs/15_cli.ipynb #b8a10008
+def run_analyze(s:AnalyzeSettings, # checked settings
+               ):
+    "Print the report of `randsmooth.analyze.analyze` on the logs of `s`."
+    from randsmooth.analyze import analyze
+    print(analyze(s.logs, s.radii, latex=s.latex, plot=s.plot, allow_mixed=s.mixed))
+
+rs_analyze = command_from(AnalyzeSettings, run_analyze, 'rs_analyze')
+
+# %% ../nbs/15_cli.ipynb #f7c10001
+@dataclasses.dataclass(frozen=True)
+class PredictSettings:
+    "Predict examples of DATASET with the smoothed CHECKPOINT at noise SIGMA (or abstain)."
+    dataset:str # a named dataset (digits, mnist, cifar10, ...) or an image folder, .npz, .pt, .csv
+    checkpoint:str # the base classifier: checkpoint, .pt2, TorchScript, .onnx, weights with --arch
+    sigma:float # noise level of the smoothed classifier, in the units of the inputs
+    outfile:str # TSV log to write, or to continue after an interruption (settings in OUTFILE.json)
+    N:int=100_000 # samples per example
+    alpha:float=0.001 # level of the test: a wrong answer has probability at most alpha
+    batch:int=1000 # noisy inputs per forward pass (shared by the examples of a group)
+    skip:int=1 # predict every skip-th example
+    max:int=-1 # stop after this many examples (-1: all); a larger --max later extends the log
+    split:str='test' # train or test
+    seed:int=0 # seed of the per-example noise generators
+    data_dir:str|None=None # where a named dataset's files are
+    arch:str|None=None # a weights file's architecture: library/torchvision name, pkg.mod:factory
+    resize:int|None=None # image folders: resize the shorter side to this many pixels
+    crop:int|None=None # image folders: then take the centred crop x crop square
+    label_column:str='label' # CSV data: the column holding the labels
+    images_per_batch:str='auto' # images per forward pass (auto: as many as batch allows)
+    device:str='auto' # auto, cpu, cuda, cuda:1, ...
+    threads:int=1 # torch threads per process (0: torch's default); on CPUs, torchrun more processes
+    quiet:bool=False # no progress bar
+
+# %% ../nbs/15_cli.ipynb #f7c10002
+@dataclasses.dataclass(frozen=True)
+class CertifySettings:
+    "Certify examples of DATASET with the smoothed CHECKPOINT at noise SIGMA; a TSV row each."
+    dataset:str # a named dataset (digits, mnist, cifar10, ...) or an image folder, .npz, .pt, .csv
+    checkpoint:str # the base classifier: checkpoint, .pt2, TorchScript, .onnx, weights with --arch
+    sigma:float # noise level of the smoothed classifier, in the units of the inputs (as the radii)
+    outfile:str # TSV log to write, or to continue after an interruption (settings in OUTFILE.json)
+    N0:int=100 # samples to select the top class
+    N:int=100_000 # samples to estimate its probability (the budget with --radius or --adaptive)
+    alpha:float=0.001 # failure probability of each certificate
+    batch:int=1000 # noisy inputs per forward pass (shared by the examples of a group)
+    skip:int=1 # certify every skip-th example
+    max:int=-1 # stop after this many examples (-1: all); a larger --max later extends the log
+    split:str='test' # train or test
+    seed:int=0 # seed of the per-example noise generators
+    data_dir:str|None=None # where a named dataset's files are
+    arch:str|None=None # a weights file's architecture: library/torchvision name, pkg.mod:factory
+    resize:int|None=None # image folders: resize the shorter side to this many pixels
+    crop:int|None=None # image folders: then take the centred crop x crop square
+    label_column:str='label' # CSV data: the column holding the labels
+    bound:str='cohen' # cohen or bonferroni
+    images_per_batch:str='auto' # images per forward pass (auto: as many as batch allows)
+    device:str='auto' # auto, cpu, cuda, cuda:1, ...
+    threads:int=1 # torch threads per process (0: torch's default); on CPUs, torchrun more processes
+    quiet:bool=False # no progress bar
+    radius:float|None=None # certify at this radius only, by a sequential test (N: the budget)
+    adaptive:bool=False # certify the full radius with an input-specific sample size (N: the budget)
+    tolerance:float|None=None # with --adaptive: stop once N could add less than this to the radius
+
+# %% ../nbs/15_cli.ipynb #f7c10004
+def _check_paths(s):
+    "CHECKPOINT is a file; OUTFILE is not a folder and no regular file stands on its folder's path."
+    for name in ('dataset', 'checkpoint', 'outfile', 'split', 'device', 'label_column',
+                 'images_per_batch'):
+        value = getattr(s, name)
+        if not isinstance(value, str): raise TypeError(f"{name} must be a string, got {value!r}")
+    if not Path(s.checkpoint).is_file():
+        raise ValueError(f"checkpoint {s.checkpoint!r} does not exist or is not a file")
+    outfile = Path(s.outfile)
+    if outfile.is_dir(): raise ValueError(f"outfile {outfile} is a folder; give a file name")
+    for p in outfile.parents:
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"outfile {outfile} cannot be written: {p} is a file")
+
+# %% ../nbs/15_cli.ipynb #f7c10005
+def _check_numbers(s):
+    "The numeric settings `rs_certify` and `rs_predict` share."
+    _number_setting(s.sigma, 'sigma', 0, float('inf'), include_low=False)
+    _number_setting(s.alpha, 'alpha', 0, 1, include_low=False)
+    if s.alpha == 1: raise ValueError("alpha must be a number in (0, 1), got 1")
+    for name, minimum in (('N', 1), ('batch', 1), ('skip', 1), ('seed', 0), ('threads', 0)):
+        _int_setting(getattr(s, name), name, minimum)
+    _int_setting(s.max, 'max', -1)
+    if s.max == 0: raise ValueError("max must be -1 (all examples) or a count >= 1, got 0")
+    for name in ('resize', 'crop'):
+        if getattr(s, name) is not None: _int_setting(getattr(s, name), name, 1)
+
+# %% ../nbs/15_cli.ipynb #f7c10006
+def _check_run(s):
+    "The settings `rs_certify` and `rs_predict` share."
+    _check_paths(s)
+    _check_numbers(s)
+    if s.split not in ('train', 'test'):
+        raise ValueError(f"split must be train or test, got {s.split!r}")
+    k = s.images_per_batch
+    if k != 'auto' and not (k.isdigit() and int(k) >= 1):
+        raise ValueError(f"images_per_batch must be auto or an integer >= 1, got {k!r}")
+
+# %% ../nbs/15_cli.ipynb #f7c10007
+@patch
+def check(self:PredictSettings):
+    "Raise a `ValueError`/`TypeError` naming the first setting that is not allowed."
+    _check_run(self)
+
+# %% ../nbs/15_cli.ipynb #f7c10008
+@patch
+def check(self:CertifySettings):
+    "Raise a `ValueError`/`TypeError` naming the first setting that is not allowed."
+    _check_run(self)
+    _int_setting(self.N0, 'N0', 1)
+    if self.bound not in ('cohen', 'bonferroni'):
+        raise ValueError(f"bound must be cohen or bonferroni, got {self.bound!r}")
+    if self.radius is not None:
+        _number_setting(self.radius, 'radius', 0, float('inf'), include_low=False)
+        if self.adaptive: raise ValueError("give either --radius or --adaptive, not both")
+    if self.tolerance is not None:
+        if not self.adaptive: raise ValueError("tolerance applies only with --adaptive")
+        _number_setting(self.tolerance, 'tolerance', 0, float('inf'))
+
+# %% ../nbs/15_cli.ipynb #f7c10012
+def run_certify(s:CertifySettings, # checked settings
+               ):
+    "Certify as `s` says (`randsmooth.certify.certify_command`)."
+    from randsmooth.certify import certify_command
+    certify_command(s)
+
+def run_predict(s:PredictSettings, # checked settings
+               ):
+    "Predict as `s` says (`randsmooth.certify.predict_command`)."
+    from randsmooth.certify import predict_command
+    predict_command(s)
+
+rs_certify = command_from(CertifySettings, run_certify, 'rs_certify')
+rs_predict = command_from(PredictSettings, run_predict, 'rs_predict')

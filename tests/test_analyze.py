@@ -7,7 +7,7 @@ import contextlib, csv, io, json, subprocess, sys
 from pathlib import Path
 from types import SimpleNamespace
 import pytest
-from randsmooth.analyze import rs_analyze as rs_analyze_command
+from randsmooth.cli import rs_analyze as rs_analyze_command
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = (ROOT/'..'/'shared'/'reference'/'locuslab-logs').resolve()
@@ -36,7 +36,8 @@ def rs_analyze(*args):
 
 def rs_analyze_process(*args):
     "Run `rs_analyze` as its own process, as a user does."
-    return subprocess.run([sys.executable, '-m', 'randsmooth.analyze', *map(str, args)], capture_output=True, text=True)
+    code = 'from randsmooth.cli import rs_analyze; rs_analyze()'
+    return subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True)
 
 def reference_log(dataset, sigma):
     arch = {'cifar10': 'resnet110', 'imagenet': 'resnet50'}[dataset]
@@ -98,7 +99,8 @@ def test_predict_table_against_the_gold_run():
     paths = [REF/'predict'/'imagenet'/'resnet50'/'noise_0.25'/'test'/f'N_{n}' for n in (100, 1000, 10_000, 100_000)]
     done = rs_analyze(*paths)
     assert done.returncode == 0, done.stderr
-    table = markdown_tables(done.stdout)[0]
+    summary, table = markdown_tables(done.stdout)[:2]          # a summary per run, then Table 4
+    assert summary['N_100'][0] == '500' and summary['N_100000'][0] == '500'
     gold = {r['idx']: r['predict'] for r in raw_rows(paths[-1])}
     for n, path in zip(('100', '1000', '10000'), paths):
         rows = raw_rows(path)
@@ -176,3 +178,65 @@ def test_mixed_logs(tmp_path):
     (tmp_path/'p.tsv').write_text('idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0.5\n')
     done = rs_analyze(digits, tmp_path/'p.tsv')
     assert done.returncode == 1 and 'Predict' in done.stderr
+
+
+def test_help_and_argument_errors_import_nothing_heavy(tmp_path):
+    "`--help` and a bad argument answer before torch, pandas, scipy or matplotlib are imported."
+    probe = ('import sys\nfrom randsmooth.cli import rs_analyze\nsys.argv = ["rs_analyze", *sys.argv[1:]]\n'
+             'try: rs_analyze()\nexcept SystemExit as e: print(e)\n'
+             'print(sorted(m for m in ("torch", "pandas", "scipy", "matplotlib") if m in sys.modules))')
+    for args in (['--help'], ['run.tsv', '--radii', '-1'], ['run.tsv', '--plot', 'x.jpg']):
+        done = subprocess.run([sys.executable, '-c', probe, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert done.stdout.endswith('[]\n'), (args, done.stdout, done.stderr)
+
+
+def test_a_checkpoint_is_named_not_decoded(tmp_path):
+    (tmp_path/'checkpoint.pth.tar').write_bytes(b'PK\x03\x04\x14\x00\x00\x00\x08\x00\x80\x02}q')
+    done = rs_analyze(tmp_path/'checkpoint.pth.tar')
+    assert done.returncode == 1 and 'checkpoint.pth.tar' in done.stderr and 'not a text log' in done.stderr
+    assert 'codec' not in done.stderr
+
+
+def test_certify_log_without_radius_is_an_error(tmp_path):
+    path = our_log(tmp_path, 'run.tsv', ROWS)
+    lines = [line.split('\t') for line in path.read_text().splitlines()]
+    path.write_text(''.join('\t'.join(f[:3] + f[4:]) + '\n' for f in lines))          # drop the radius column
+    done = rs_analyze(path)
+    assert done.returncode == 1 and 'a Certify log' in done.stderr and 'run.tsv' in done.stderr, done.stderr
+
+
+def test_plot_inside_a_regular_file_is_one_line(tmp_path):
+    (tmp_path/'afile').write_text('x')
+    done = rs_analyze_process(our_log(tmp_path, 'run.tsv', ROWS), '--plot', tmp_path/'afile'/'fig')
+    assert done.returncode == 1 and 'Traceback' not in done.stderr, done.stderr
+    assert done.stderr.strip().count('\n') == 0 and 'is a file, not a folder' in done.stderr
+
+
+def test_a_single_predict_log_is_summarised(tmp_path):
+    (tmp_path/'p.tsv').write_text('idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0.5\n1\t2\t-1\t0\t0.3\n')
+    done = rs_analyze(tmp_path/'p.tsv')
+    assert done.returncode == 0, done.stderr
+    summary = markdown_tables(done.stdout)[0]
+    assert summary['p.tsv'] == ['2', '0.500', '0.500', '0.400']
+
+
+def test_default_radii_stop_at_the_cap(tmp_path):
+    "sigma 0.25, N 1000, alpha 0.001: nothing above 0.25 Phi^-1(0.001^(1/1000)) = 0.615 can be certified."
+    table = markdown_tables(rs_analyze(our_log(tmp_path, 'run.tsv', ROWS)).stdout)[0]
+    radii = [float(h.split('= ')[1]) for h in table['__header__']]
+    assert radii[0] == 0 and max(radii) <= 0.615 and len(radii) >= 4, radii
+
+
+def test_sequential_logs_are_never_credited_more(tmp_path):
+    "An adaptive run's row rests on look 3 of 100, 200, 400, ..., 1000 at alpha/2/(K-1); never above its radius."
+    from scipy.stats import beta, norm
+    looks, alpha = [100, 200, 400, 800, 1000], 0.001
+    level = alpha / 2 / (len(looks) - 1)
+    pA = beta.ppf(level, 390, 400 - 390 + 1)
+    radius = 0.25 * norm.ppf(pA)
+    rows = [(0, 3, 3, repr(float(radius)), 1, 0.1, 100, 400, 390, 10, repr(float(pA)))]
+    path = our_log(tmp_path, 'adaptive.tsv', rows, mode='adaptive')
+    from randsmooth.analyze import reanalyze
+    again = reanalyze(path).radius.iloc[0]
+    assert again <= radius + 1e-12 and abs(again - radius) < 1e-9
+    assert 0.25 * norm.ppf(beta.ppf(alpha, 390, 11)) > radius + 0.01      # the full-alpha reading overstates

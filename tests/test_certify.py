@@ -1,33 +1,54 @@
-"""End-to-end tests of `rs_certify` and `rs_predict`: the installed commands, run as subprocesses on a digits model
-trained for a few seconds. The `time` column is a measurement, so logs are compared on every other column."""
+"""End-to-end tests of `rs_certify` and `rs_predict`: the commands, run as processes on a digits model
+trained for a second. The `time` column is a measurement, so logs are compared on every other column."""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from randsmooth.analyze import read_log, certified_accuracy, clean_accuracy
-from randsmooth.certify import CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_dataset, settings_path, part_paths, read_log_rows
-from randsmooth.train import train
+from randsmooth.certify import (CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_dataset, settings_path, part_paths,
+                                read_log_rows)
+from randsmooth.data import get_dataset
+from randsmooth.models import get_architecture, load_model, save_checkpoint
+from randsmooth.smooth import Smooth
 
 BIN = Path(sys.executable).parent
 ENV = os.environ | {'OMP_NUM_THREADS': '1'}          # several small processes on a small machine
 SETTINGS = ['--N0', 100, '--N', 1000, '--batch', 10_000, '--skip', 15, '--seed', 3]   # 30 of the 450 test digits
 EXAMPLES = list(range(0, 450, 15))
 
+def command_line(name, *args):
+    "The command `name` of `randsmooth.cli` (what its console script runs), as a process's argument list."
+    script = f"import sys; sys.argv[0] = {name!r}; from randsmooth.cli import {name}; sys.exit({name}())"
+    return [sys.executable, '-c', script, *map(str, args)]
+
 def run(*args, check=True, **kwargs):
-    "Run an installed command; with `check`, fail with its stderr unless it succeeds."
-    done = subprocess.run([str(BIN/str(args[0])), *map(str, args[1:])], capture_output=True, text=True, env=ENV,
-                          timeout=300, **kwargs)
+    "Run a command as a process; with `check`, fail with its stderr unless it succeeds."
+    done = subprocess.run(command_line(*args), capture_output=True, text=True, env=ENV, timeout=300, **kwargs)
     if check: assert done.returncode == 0, done.stderr
     return done
 
 def without_time(path): return pd.read_csv(path, sep='\t').drop(columns='time')
 
+def briefly_trained(sigma=0.25, steps=300):
+    "The library's digits MLP (normalisation inside), trained for a second under noise."
+    torch.manual_seed(0)
+    data = get_dataset('digits', 'train')
+    xs, ys = torch.stack([x for x, _ in data]), torch.tensor([y for _, y in data])
+    model = get_architecture('mlp', 'digits')
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        i = torch.randint(len(xs), (64,))
+        loss = torch.nn.functional.cross_entropy(model(xs[i] + sigma * torch.randn_like(xs[i])), ys[i])
+        opt.zero_grad(); loss.backward(); opt.step()
+    return model.eval()
+
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
-    return train('digits', 'small_cnn', tmp_path_factory.mktemp('model'), sigma=0.25, epochs=2, batch=64, lr=0.1,
-                 seed=0, progress=False)
+    path = tmp_path_factory.mktemp('model')/'checkpoint.pth.tar'
+    return save_checkpoint(path, briefly_trained(), arch='mlp', dataset='digits', sigma=0.25)
 
 @pytest.fixture(scope='module')
 def certified(checkpoint, tmp_path_factory):
@@ -37,26 +58,38 @@ def certified(checkpoint, tmp_path_factory):
     assert f'{len(EXAMPLES)}/{len(EXAMPLES)}' in done.stderr      # the progress bar reached the end
     return out
 
+def python_run(checkpoint, outfile, **kwargs):
+    "The same run through the Python API."
+    model, _ = load_model(checkpoint)
+    return certify_dataset(Smooth(model, 10, 0.25), get_dataset('digits', 'test'), outfile, progress=False, **kwargs)
+
 def test_certify_log(certified, checkpoint):
     lines = certified.read_text().splitlines()
     assert lines[0].split('\t') == list(CERTIFY_COLUMNS)         # the header on line 1, the reference columns first
     log = read_log(certified)                                     # the analysis code reads it
     assert log.idx.tolist() == EXAMPLES
     assert (log.n == 1000).all() and (log.n0 == 100).all()
-    certified_rows = log[log.predict != -1]
-    assert (certified_rows.radius > 0).all() and (log.radius[log.predict == -1] == 0).all()
+    assert (log.radius[log.predict != -1] > 0).all() and (log.radius[log.predict == -1] == 0).all()
     for text, radius in zip(pd.read_csv(certified, sep='\t', dtype=str).radius, log.radius):
         assert float(text) == radius and (radius == 0 or len(text) > 5)   # full precision, not 3 digits
     assert clean_accuracy(log) > 0.5
     assert certified_accuracy(log, 0.0) >= certified_accuracy(log, 0.25) >= certified_accuracy(log, 0.5)
-    settings = json.loads(settings_path(certified).read_text())
-    assert (settings['N0'], settings['N'], settings['alpha'], settings['sigma'], settings['seed']) == (100, 1000, 0.001, 0.25, 3)
-    assert settings['checkpoint'] == str(Path(checkpoint).resolve()) and len(settings['checkpoint_sha256']) == 64
+    s = json.loads(settings_path(certified).read_text())
+    assert (s['n0'], s['n'], s['alpha'], s['sigma'], s['seed']) == (100, 1000, 0.001, 0.25, 3)
+    assert (s['batch_size'], s['noise_chunks']) == (10_000, [100, 1000])
+    assert s['checkpoint'] == str(Path(checkpoint).resolve()) and len(s['checkpoint_sha256']) == 64
+    assert s['units'].startswith('[0, 1] pixels')                # what the radii are measured in
     assert log.attrs['settings']['N'] == 1000
+    assert run('rs_analyze', certified).returncode == 0          # the summary command reads it unchanged
+
+def test_python_api_gives_the_same_rows(certified, checkpoint, tmp_path):
+    python_run(checkpoint, tmp_path/'py.tsv', n0=100, n=1000, batch_size=10_000, skip=15, seed=3, limit=8)
+    pd.testing.assert_frame_equal(without_time(tmp_path/'py.tsv'), without_time(certified).iloc[:8])
 
 def test_predict_log(checkpoint, tmp_path):
     out = tmp_path/'predict.tsv'
-    run('rs_predict', 'digits', checkpoint, 0.25, out, '--N', 100, '--batch', 1000, '--skip', 15, '--max', 12, '--quiet')
+    run('rs_predict', 'digits', checkpoint, 0.25, out, '--N', 100, '--batch', 1000, '--skip', 15, '--max', 12,
+        '--quiet')
     assert out.read_text().splitlines()[0].split('\t') == list(PREDICT_COLUMNS)
     log = read_log(out)
     assert log.idx.tolist() == EXAMPLES[:12]                        # --max counts examples, not dataset indices
@@ -67,8 +100,8 @@ def test_resume_after_kill(checkpoint, tmp_path):
     "kill -9 a run part-way, tear its last line, run the same command again: the log equals an uninterrupted run's."
     settings = ['--N0', 100, '--N', 5000, '--batch', 1000, '--skip', 15, '--max', 16, '--quiet']
     killed = tmp_path/'killed.tsv'
-    process = subprocess.Popen([str(BIN/'rs_certify'), 'digits', str(checkpoint), '0.25', str(killed), *map(str, settings)],
-                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command_line('rs_certify', 'digits', checkpoint, 0.25, killed, *settings), env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(read_log_rows(killed, CERTIFY_COLUMNS)) < 3:
         assert process.poll() is None, process.stderr.read().decode()
@@ -80,10 +113,31 @@ def test_resume_after_kill(checkpoint, tmp_path):
     assert 3 <= done_before < 16, 'the run was not killed part-way'
     with open(killed, 'a') as f: f.write('345\t3\t3\t0.41')         # and a torn last line, as a kill mid-write leaves
     run('rs_certify', 'digits', checkpoint, 0.25, killed, *settings)
-    reference = certify_dataset('digits', checkpoint, 0.25, tmp_path/'uninterrupted.tsv', N0=100, N=5000, batch=1000,
-                                skip=15, max=16, progress=False)
-    pd.testing.assert_frame_equal(without_time(killed), without_time(reference))
+    python_run(checkpoint, tmp_path/'uninterrupted.tsv', n0=100, n=5000, batch_size=1000, skip=15, limit=16)
+    pd.testing.assert_frame_equal(without_time(killed), without_time(tmp_path/'uninterrupted.tsv'))
     assert read_log(killed).idx.tolist() == EXAMPLES[:16]             # every index exactly once, in order
+
+def test_larger_max_extends_a_finished_run(certified, checkpoint, tmp_path):
+    "Appending examples cannot change earlier rows: each example's noise depends on (seed, index) only."
+    out = tmp_path/'extended.tsv'
+    run('rs_certify', 'digits', checkpoint, 0.25, out, *SETTINGS, '--max', 4, '--quiet')
+    first = out.read_text()
+    run('rs_certify', 'digits', checkpoint, 0.25, out, *SETTINGS, '--max', 10, '--quiet')
+    assert out.read_text().startswith(first)
+    pd.testing.assert_frame_equal(without_time(out), without_time(certified).iloc[:10])
+    assert json.loads(settings_path(out).read_text())['limit'] == 10
+
+def test_batch_that_keeps_the_noise_continues_a_run(certified, checkpoint, tmp_path):
+    "--batch 10000 and 20000 draw the same noise at N0 = 100, N = 1000 (chunks of 100, then 1000): allowed."
+    out = tmp_path/'rebatched.tsv'
+    run('rs_certify', 'digits', checkpoint, 0.25, out, *SETTINGS, '--max', 3, '--quiet')
+    run('rs_certify', 'digits', checkpoint, 0.25, out, *SETTINGS, '--max', 6, '--batch', 20_000, '--quiet')
+    pd.testing.assert_frame_equal(without_time(out), without_time(certified).iloc[:6])
+
+def test_threads_do_not_change_rows(certified, checkpoint, tmp_path):
+    out = tmp_path/'threads.tsv'
+    run('rs_certify', 'digits', checkpoint, 0.25, out, *SETTINGS, '--max', 3, '--threads', 2, '--quiet')
+    pd.testing.assert_frame_equal(without_time(out), without_time(certified).iloc[:3])
 
 def test_sharded_equals_single_process(certified, checkpoint, tmp_path):
     out = tmp_path/'sharded.tsv'
@@ -97,20 +151,36 @@ def test_sharded_equals_single_process(certified, checkpoint, tmp_path):
     assert json.loads(settings_path(out).read_text())['world_size'] == 2
 
 @pytest.mark.parametrize('args, message', [
-    (['--N', 2000], 'N: 1000 there, 2000 now'),                      # a different setting on resume
-    (['--skip', 0], 'skip'),                                          # (the other range checks: nbs/07_certify.ipynb)
+    (['--N', 2000], 'n: 1000 there, 2000 now'),                      # a different setting on resume
+    (['--batch', 500], 'noise_chunks: [100, 1000] there, [100, 500] now (each'),   # other noise: says so
+    (['--skip', 0], 'skip'),                                          # (the other range checks: nbs/15_cli.ipynb)
 ])
 def test_bad_settings_are_refused(certified, checkpoint, args, message):
     before = certified.read_text()
     done = run('rs_certify', 'digits', checkpoint, 0.25, certified, *SETTINGS, *args, check=False)
     assert done.returncode == 1 and message in done.stderr and 'Traceback' not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert certified.read_text() == before
 
 def test_bad_inputs_fail_before_sampling(certified, checkpoint, tmp_path):
+    (tmp_path/'afile').write_text('a regular file')
     cases = [(['rs_certify', 'digits', tmp_path/'missing.pth', 0.25, tmp_path/'a.tsv'], 'does not exist'),
-             (['rs_certify', 'synthetic', checkpoint, 0.25, tmp_path/'b.tsv'], 'synthetic'),    # checkpoint/dataset mismatch
-             (['rs_predict', 'digits', checkpoint, 0.25, certified, '--N', 100], 'command')]    # a certify run's OUTFILE
+             (['rs_certify', 'synthetic', checkpoint, 0.25, tmp_path/'b.tsv'], 'synthetic'),  # model/data mismatch
+             (['rs_predict', 'digits', checkpoint, 0.25, certified, '--N', 100], 'command'),   # a certify log
+             (['rs_certify', 'digits', checkpoint, 0.25, tmp_path/'afile'/'out.tsv'], 'afile is a file'),
+             (['rs_predict', 'digits', checkpoint, 0.25, tmp_path/'afile'/'out.tsv'], 'afile is a file'),
+             (['rs_certify', 'digits', checkpoint, 0.25, '/proc/no_such/out.tsv'], 'cannot write outfile'),
+             (['rs_certify', 'digits', checkpoint, 0.25, '/proc/out.tsv', '--N', 100], '/proc/out.tsv'),
+             (['rs_certify', 'digits', checkpoint, 0.25, tmp_path], 'is a folder')]
     for args, message in cases:
         done = run(*args, check=False)
         assert done.returncode == 1 and message in done.stderr and 'Traceback' not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path/'a.tsv').exists() and not (tmp_path/'b.tsv').exists()
+
+def test_help_and_argument_errors_do_not_import_torch(tmp_path):
+    probe = ("import sys\nfrom randsmooth.cli import rs_certify\nsys.argv = ['rs_certify'] + sys.argv[1:]\n"
+             "try: rs_certify()\nexcept SystemExit as e: print(e.code == 0 or e.code, 'torch' in sys.modules)")
+    for args, answer in [(['--help'], 'True False'), (['digits', 'x.pth', '0.25', 'o.tsv', '--N', '0'], 'False')]:
+        done = subprocess.run([sys.executable, '-c', probe, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert done.stdout.strip().endswith(answer), done.stdout + done.stderr

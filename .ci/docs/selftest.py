@@ -17,10 +17,11 @@ from execnb.nbio import dict2nb, mk_cell
 from build_docs import check_site
 
 
-def pandoc(md, html, title, tex=True):
+def pandoc(md, html, title, tex=True, highlight=True):
     fmt = 'markdown' if tex else 'markdown-tex_math_dollars-tex_math_single_backslash'
     subprocess.run(['pandoc', '-f', fmt, '-s', '--mathml', '--template', str(CI/'docs'/'template.html'),
-                    '-M', f'title={title}', '-V', 'root=', str(md), '-o', str(html)], check=True)
+                    '-M', f'title={title}', '-V', 'root=', str(md), '-o', str(html)]
+                   + ([] if highlight else ['--no-highlight']), check=True)
 
 
 def test_markdown():
@@ -49,20 +50,27 @@ def test_site(browser):
         (site/'styles.css').write_text('')
         (site/'index.md').write_text('# Home\n\nMath $x^2$ and a [link](bad.html#y).\n')
         (site/'bad.md').write_text('## y\n\nRaw $y$ here ![](nope.png) [gone](gone.html) [anchor](index.html#nowhere)\n')
-        (site/'math.md').write_text('Rendered $\\sigma$.\n')
+        (site/'math.md').write_text('Rendered $\\sigma$.\n\n```python\nimport torch\nx = 1\n```\n')
+        long = 'y = ' + '1234567890' * 30
+        (site/'code.md').write_text(f'```python\nimport torch\n```\n\n<pre style="white-space: pre">{long}</pre>\n')
         pandoc(site/'index.md', site/'index.html', 'Home')
         pandoc(site/'bad.md', site/'bad.html', 'Bad', tex=False)
         pandoc(site/'math.md', site/'math.html', 'Math')
-        problems, n = check_site(site, ['index.html', 'bad.html', 'math.html', 'missing.html'])
+        pandoc(site/'code.md', site/'code.html', 'Code', highlight=False)
+        problems, n = check_site(site, ['index.html', 'bad.html', 'math.html', 'code.html', 'missing.html'])
         expected = {'missing page: missing.html', 'bad.html: broken link nope.png', 'bad.html: broken link gone.html',
                     'bad.html: missing anchor index.html#nowhere'}
         assert set(problems) == expected, problems
         if not browser: return
-        r = subprocess.run([sys.executable, str(CI/'browser_check.py'), str(site)], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, str(CI/'browser_check.py'), str(site), '--search', 'x'],
+                           capture_output=True, text=True)
         out = r.stdout
         assert r.returncode == 1, out
         assert 'FAILED bad.html' in out and 'raw LaTeX' in out and "images not loaded: ['nope.png']" in out, out
         assert 'ok     index.html' in out and 'ok     math.html' in out, out
+        assert 'FAILED code.html' in out and 'none of 1 Python code blocks highlighted' in out, out
+        assert 'horizontal overflow' in out and 'y = 1234567890' in out, out
+        assert 'has no search box' in out, out
 
 
 if __name__ == '__main__':

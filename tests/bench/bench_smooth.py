@@ -9,10 +9,13 @@ that each has its own peak memory:
 - `plain`:      the pseudocode as the reference implementation writes it: fp32, NCHW, under `torch.no_grad()`, a loop
                 of `model(x.repeat(b, 1, 1, 1) + sigma * torch.randn(b, *x.shape))`, predictions counted on the host;
 - `smooth`:     `randsmooth.smooth.Smooth(model, 10, sigma).certify(x, n0, n, alpha, batch)` with its defaults
-                (fp32 numerics; batch norm folded and ReLUs in place, channels_last, inference mode, reused buffers, counts on the device);
+                (the model as given, fp32: channels_last, inference mode, reused buffers, counts on the device);
+- `fast`:       the same on `randsmooth.fast.inference_copy(model, probe)` (opt-in: batch norm folded, safe ReLUs
+                in place, checked on a probe batch);
 - `forward`:    plain forward passes (fp32, NCHW, no_grad) of the same n0 + n inputs, batch by batch: the model's cost;
 - `forward_cl`: the same forward passes in channels_last under inference mode: the floor for `smooth`;
-- with `--modes ... bf16 compile`: `Smooth(..., amp='bf16')` and `Smooth(torch.compile(model))` (opt-in modes).
+- with `--modes ... bf16 compile`: `Smooth(..., amp='bf16')` and `Smooth(torch.compile(model))` (opt-in modes;
+                compile time is excluded: one certify runs before the clock starts).
 
 Methods alternate within each repetition and the fastest repetition is kept (the machine may be shared). Printed:
 seconds per image (wall and CPU), samples/s, speed relative to `forward` and to `plain` (from wall time, and from
@@ -54,6 +57,13 @@ def forward_only(model, x, n0, n, batch_size, channels_last):
     with (torch.inference_mode() if channels_last else torch.no_grad()):
         for b in sizes: model(batches[b]).argmax(1)
 
+def cpu_name():
+    "The CPU's model name, as /proc/cpuinfo gives it, and whether it has bfloat16 instructions."
+    try: info = open('/proc/cpuinfo').read()
+    except OSError: return 'unknown'
+    name = next((l.split(':', 1)[1].strip() for l in info.splitlines() if l.startswith('model name')), 'unknown')
+    return name + (' (avx512_bf16)' if 'avx512_bf16' in info else '') + f', {os.cpu_count()} cores'
+
 def current_rss_mb():
     with open('/proc/self/statm') as f: return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
@@ -65,10 +75,14 @@ def worker(model_name, method, n0, n, batch_size, images):
     model = get_architecture(MODELS[model_name], 'cifar10').eval()
     xs = torch.rand(images, 3, 32, 32)
     if method == 'compile': model = torch.compile(model)
+    if method == 'fast':
+        from randsmooth.fast import inference_copy
+        model = inference_copy(model, xs[0] + SIGMA * torch.randn(64, *xs.shape[1:]))
     run = {'plain': lambda x, i: plain_certify(model, x, n0, n, ALPHA, batch_size),
            'forward': lambda x, i: forward_only(model, x, n0, n, batch_size, False),
            'forward_cl': lambda x, i: forward_only(model, x, n0, n, batch_size, True),
            'smooth': lambda x, i: Smooth(model, NUM_CLASSES, SIGMA).certify(x, n0, n, ALPHA, batch_size, seed=i),
+           'fast': lambda x, i: Smooth(model, NUM_CLASSES, SIGMA).certify(x, n0, n, ALPHA, batch_size, seed=i),
            'bf16': lambda x, i: Smooth(model, NUM_CLASSES, SIGMA, amp='bf16').certify(x, n0, n, ALPHA, batch_size, seed=i),
            'compile': lambda x, i: Smooth(model, NUM_CLASSES, SIGMA).certify(x, n0, n, ALPHA, batch_size, seed=i)}[method]
     base_rss = current_rss_mb()
@@ -86,14 +100,15 @@ def main():
     p.add_argument('--batch', type=int, default=1000); p.add_argument('--images', type=int, default=1)
     p.add_argument('--reps', type=int, default=2, help='repetitions; the fastest is kept')
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
-    p.add_argument('--modes', nargs='+', default=['plain', 'smooth', 'forward', 'forward_cl'],
-                   choices=['plain', 'smooth', 'forward', 'forward_cl', 'bf16', 'compile'])
+    p.add_argument('--modes', nargs='+', default=['plain', 'smooth', 'fast', 'forward', 'forward_cl'],
+                   choices=['plain', 'smooth', 'fast', 'forward', 'forward_cl', 'bf16', 'compile'])
     p.add_argument('--json', help='also write the results to this file')
     p.add_argument('--worker', nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker: return worker(*a.worker, a.n0, a.n, a.batch, a.images)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; n0={a.n0}, n={a.n}, batch={a.batch}, "
-          f"{a.images} image(s) per process, best of {a.reps}", flush=True)
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+          f"n0={a.n0}, n={a.n}, batch={a.batch}, {a.images} image(s) per process, best of {a.reps}",
+          flush=True)
     best = {}
     for rep in range(a.reps):
         for model in a.models:
@@ -106,7 +121,8 @@ def main():
                 key = (model, method)
                 if key not in best or r['seconds'] < best[key]['seconds']: best[key] = r
     samples = a.n0 + a.n
-    print(f"\nbest of {a.reps}; 'vs X' = speed relative to X (wall time; CPU time in brackets); peak MB = resident memory added")
+    print(f"\nbest of {a.reps}; 'vs X' = speed relative to X (wall time; CPU time in brackets);\n"
+          f"peak MB = resident memory added")
     print(f"{'model':10s} {'method':10s} {'s/image':>8s} {'CPU s':>7s} {'samples/s':>10s} {'vs forward':>16s} {'vs plain':>16s} {'peak MB':>8s}")
     for (model, method), r in best.items():
         rate = samples / r['seconds']

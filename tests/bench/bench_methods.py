@@ -1,0 +1,85 @@
+"""Training images/s of every method of `randsmooth.methods`, relative to Gaussian augmentation,
+for the digits CNN and a CIFAR-10 ResNet-20 (and, on a GPU, the peak memory of a step).
+
+    python tests/bench/bench_methods.py                  # CPU, float32
+    python tests/bench/bench_methods.py --device cuda    # GPU, bfloat16 autocast + channels_last
+
+Each method runs with the options of `DIGITS_COMPARISON` (the notebook's comparison); a step is
+`randsmooth.train.train_step` on fixed random inputs of the dataset's shape, so the figures are
+those of `rs_train` minus data loading. Denoised smoothing is timed as a denoiser in front of the same
+fixed network. Prints a markdown table naming the hardware.
+"""
+import argparse, platform, subprocess, tempfile, time
+from pathlib import Path
+import torch
+from randsmooth.data import dataset_info
+from randsmooth.methods import DIGITS_COMPARISON, make_objective
+from randsmooth.models import get_architecture, save_checkpoint
+from randsmooth.train import train_step, resolve_device
+
+CONFIGS = [('small_cnn', 'digits', 256), ('cifar_resnet20', 'cifar10', 128)]
+
+def hardware(device):
+    if device.type == 'cuda': return torch.cuda.get_device_name(device)
+    try:
+        out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
+        name = next(l.split(':', 1)[1].strip() for l in out.splitlines() if 'Model name' in l)
+    except Exception: name = platform.processor() or 'unknown CPU'
+    return f"{name}, {torch.get_num_threads()} threads"
+
+def denoise_setup(arch, dataset, folder):
+    "A fixed classifier file and the options of a denoiser trained for it."
+    path = Path(folder)/f'{arch}.pth.tar'
+    save_checkpoint(path, get_architecture(arch, dataset), arch=arch, dataset=dataset, sigma=0.0,
+                    epoch=0)
+    return 'randsmooth.methods:denoiser', f'classifier={path}'
+
+def rate(arch, dataset, batch, device, method, options, amp, steps, repeats):
+    "Images/s of the fastest of `repeats` rounds of `steps` training steps, and the peak memory."
+    info, fmt = dataset_info(dataset), torch.channels_last if amp else torch.contiguous_format
+    torch.manual_seed(0)
+    model = get_architecture(arch, dataset).to(device, memory_format=fmt).train()
+    objective = make_objective(method, options, sigma=0.25, num_classes=info.num_classes)
+    x = torch.rand(batch, *info.input_shape, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, info.num_classes, (batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    dtype = torch.bfloat16 if amp else None
+    train_step(model, x, y, opt, objective, dtype)
+    if device.type == 'cuda': torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    best = float('inf')
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        for _ in range(steps): train_step(model, x, y, opt, objective, dtype)
+        if device.type == 'cuda': torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - tic)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == 'cuda' else float('nan')
+    return batch * steps / best, peak
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--device', default='cpu'); p.add_argument('--steps', type=int, default=3)
+    p.add_argument('--repeats', type=int, default=2)
+    p.add_argument('--archs', default='small_cnn,cifar_resnet20')
+    a = p.parse_args()
+    device = resolve_device(a.device)
+    amp = device.type == 'cuda'
+    print(f"hardware: {hardware(device)}; torch {torch.__version__}; "
+          f"{'bf16 + channels_last' if amp else 'float32'}; σ = 0.25\n")
+    print('| network | method | options | images/s | relative to gaussian | peak MiB |')
+    print('|---|---|---|---|---|---|')
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch, dataset, batch in (c for c in CONFIGS if c[0] in a.archs.split(',')):
+            methods = dict(DIGITS_COMPARISON)
+            methods['denoise'] = None
+            base = None
+            for method, options in methods.items():
+                net = arch
+                if method == 'denoise': net, options = denoise_setup(arch, dataset, tmp)
+                r, peak = rate(net, dataset, batch, device, method, options, amp, a.steps,
+                               a.repeats)
+                base = base or r
+                shown = '(fixed classifier)' if method == 'denoise' else options or ''
+                print(f"| {arch} | {method} | {shown} | {r:,.0f} | {r / base:.2f} | "
+                      f"{'-' if peak != peak else f'{peak:,.0f}'} |", flush=True)
+
+if __name__ == '__main__': main()
