@@ -183,7 +183,7 @@ class Smooth:
     def sample_counts_many(self, xs, # examples [k, *x.shape] (or a list of k tensors of one shape)
                            num:int, # draws per example
                            batch_size:int, # inputs per forward pass, shared by the examples
-                           generators=None, # one torch.Generator per example on xs.device, or None
+                           generators:list|None=None, # a torch.Generator per example (xs.device)
                           )->torch.Tensor: # LongTensor [k, num_classes] of class counts, on the CPU
         "Class counts of the base classifier on `num` noisy copies of each example."
         xs, (num, batch_size) = _stack_examples(xs), _check_sizes(num=num, batch_size=batch_size)
@@ -219,7 +219,7 @@ class Smooth:
                      n:int, # noisy draws per example
                      alpha:float, # probability of returning a wrong class, per example
                      batch_size:int, # inputs per forward pass, shared by the examples
-                     generators=None, # one torch.Generator per example on xs.device (or None)
+                     generators:list|None=None, # a torch.Generator per example (xs.device)
                      *, seed:int|None=None, # instead: example i uses example_generator(seed, i)
                     )->list: # a PredictResult per example
         "PREDICT for several examples; each gets the result it would get alone with its generator."
@@ -263,7 +263,7 @@ class Smooth:
                      n:int, # estimation draws per example
                      alpha:float, # failure probability of each certificate
                      batch_size:int, # inputs per forward pass, shared by the examples
-                     generators=None, # one torch.Generator per example on xs.device (or None)
+                     generators:list|None=None, # a torch.Generator per example (xs.device)
                      bound:str='cohen', # 'cohen' or 'bonferroni'
                      *, seed:int|None=None, # instead: example i uses example_generator(seed, i)
                     )->list: # a CertifyResult per example (unpacks as (prediction, radius))
