@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_adaptive.ipynb #d41af935
 from __future__ import annotations
-import dataclasses, math, time
+import dataclasses, math, numbers, time
 from dataclasses import dataclass
 from typing import NamedTuple
 import numpy as np
@@ -34,6 +34,17 @@ def look_schedule(n:int, # the budget: the last look is at exactly this many dra
         if not looks or round(size) > looks[-1]: looks.append(int(round(size)))
         size *= growth
     return looks + [n]
+
+# %% ../nbs/12_adaptive.ipynb #54c97d6f
+from .smooth import LookSchedule  # defined with `Smooth`, whose methods take it
+
+# %% ../nbs/12_adaptive.ipynb #91094690
+def _check_schedule(schedule)->LookSchedule:
+    "`schedule`, or `LookSchedule()` for None; a `TypeError` for anything else."
+    if schedule is None: return LookSchedule()
+    if not isinstance(schedule, LookSchedule):
+        raise TypeError(f"schedule must be a LookSchedule or None, got {type(schedule).__name__}")
+    return schedule.check()
 
 # %% ../nbs/12_adaptive.ipynb #fee0c988
 def alpha_spending(alpha:float, # the overall failure probability
@@ -228,16 +239,15 @@ def certify_at_radius(smooth:Smooth, # the smoothed classifier
                       batch_size:int, # draws per forward pass
                       generator:torch.Generator|None=None, # for reproducible draws
                       *, seed:int|None=None, # instead of `generator`: `example_generator(seed, 0)`
-                      n_first:int=100, # estimation draws at the first look
-                      growth:float=2.0, # ratio of successive looks
+                      schedule:LookSchedule|None=None, # when to look; None: `LookSchedule()`
                      )->RadiusCertificate:
     "Decide sequentially whether the smoothed classifier is certified at `radius` around `x`."
     smooth, n0 = _check_smooth(smooth), check_count(n0, 'n0')
-    batch_size = check_count(batch_size, 'batch_size')
-    check_radius_certifiable(radius, n, alpha, smooth.sigma, n_first, growth)
+    batch_size, s = check_count(batch_size, 'batch_size'), _check_schedule(schedule)
+    check_radius_certifiable(radius, n, alpha, smooth.sigma, s.n_first, s.growth)
     start, draw = time.perf_counter(), _fresh_draws(smooth, x, n0, batch_size, generator, seed)
     p_target = float(norm.cdf(radius / smooth.sigma))
-    d = sequential_test_at_radius(draw, p_target, n, alpha, n_first, growth)
+    d = sequential_test_at_radius(draw, p_target, n, alpha, s.n_first, s.growth)
     certified = d.decision == 'certified'
     prediction = draw.cA if (certified or radius > 0) else Smooth.ABSTAIN
     return RadiusCertificate(prediction, certified, d.decision, float(radius), n0, d.n, d.nA,
@@ -335,17 +345,15 @@ def certify_adaptive(smooth:Smooth, # the smoothed classifier
                      tolerance:float|None=None, # stop when more draws add less (default sigma/100)
                      generator:torch.Generator|None=None, # for reproducible draws
                      *, seed:int|None=None, # instead of `generator`: `example_generator(seed, 0)`
-                     n_first:int=100, # estimation draws at the first look
-                     growth:float=2.0, # ratio of successive looks
+                     schedule:LookSchedule|None=None, # when to look; None: `LookSchedule()`
                     )->AdaptiveCertificate:
     "CERTIFY with an input-specific sample size: abstain early, or stop once more draws add little."
     smooth, n0 = _check_smooth(smooth), check_count(n0, 'n0')
     n, alpha, batch_size = check_count(n, 'n'), check_alpha(alpha), check_count(batch_size,
                                                                                'batch_size')
-    tolerance = _check_tolerance(tolerance, smooth.sigma)
-    look_schedule(n, n_first, growth)                              # checks n_first and growth
+    tolerance, s = _check_tolerance(tolerance, smooth.sigma), _check_schedule(schedule)
     start, draw = time.perf_counter(), _fresh_draws(smooth, x, n0, batch_size, generator, seed)
-    d = sequential_certify(draw, smooth.sigma, n, alpha, tolerance, n_first, growth)
+    d = sequential_certify(draw, smooth.sigma, n, alpha, tolerance, s.n_first, s.growth)
     prediction = draw.cA if d.radius > 0 else Smooth.ABSTAIN
     return AdaptiveCertificate(prediction, d.radius, n0, d.n, d.nA, draw.nB(d.n), d.pA_lower,
                                d.decision, d.look, d.looks, d.drawn, time.perf_counter() - start)

@@ -17,7 +17,8 @@ from .stats import lower_confidence_bound, upper_confidence_bound, predict_pvalu
 from .stats import min_samples_to_predict, min_samples_to_certify
 
 # %% auto #0
-__all__ = ['example_generator', 'PredictResult', 'CertifyResult', 'Smooth', 'certificate_from_counts', 'NumpyClassifier']
+__all__ = ['example_generator', 'PredictResult', 'CertifyResult', 'LookSchedule', 'Smooth', 'certificate_from_counts',
+           'NumpyClassifier']
 
 # %% ../nbs/02_smooth.ipynb #d1412094
 _MT_WORDS, _MT_OFFSET = 624, 24  # the Mersenne Twister's state words; their offset in get_state()
@@ -141,6 +142,32 @@ def _with_arg_docs(f):
     if docs.get('return'): lines.append(f"    returns: {docs['return']}")
     f.__doc__ = (f.__doc__ or '') + '\n\nArguments:\n' + '\n'.join(lines)
     return f
+
+# %% ../nbs/02_smooth.ipynb #ab2d348f
+@dataclass(frozen=True)
+class LookSchedule:
+    "When a sequential test looks: at `n_first` draws, then `growth` times as many at each look."
+    n_first:int=100   # estimation draws at the first look (an integer >= 1)
+    growth:float=2.0  # each look has `growth` times the draws of the one before (a number > 1)
+    def __post_init__(self):
+        self.check()
+        object.__setattr__(self, 'n_first', int(self.n_first))
+        object.__setattr__(self, 'growth', float(self.growth))
+
+    def check(self)->LookSchedule:
+        "`self`; a `TypeError` or `ValueError` naming the field unless `n_first` >= 1 and `growth` > 1."
+        check_count(self.n_first, 'n_first')
+        g = self.growth
+        if isinstance(g, (bool, np.bool_)) or not isinstance(g, (int, float, np.integer, np.floating)):
+            raise TypeError(f"growth must be a number > 1, got {g!r}")
+        if not (np.isfinite(g) and g > 1): raise ValueError(f"growth must be a number > 1, got {g!r}")
+        return self
+
+    def looks(self, n:int, # the budget of draws
+             )->list: # cumulative draws at each look, ending at `n`
+        "The looks of this schedule for a budget of `n` draws (`randsmooth.adaptive.look_schedule`)."
+        from randsmooth.adaptive import look_schedule
+        return look_schedule(n, self.n_first, self.growth)
 
 # %% ../nbs/02_smooth.ipynb #db6c4edb
 class Smooth:
@@ -282,13 +309,12 @@ class Smooth:
                           batch_size:int, # draws per forward pass
                           generator:torch.Generator|None=None, # on x.device (or None)
                           *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
-                          n_first:int=100, # draws before the first look
-                          growth:float=2.0, # factor between consecutive looks
+                          schedule:LookSchedule|None=None, # when to look; None: `LookSchedule()`
                          ):
         "Whether $g$ is constant within `radius`, stopping early (`randsmooth.adaptive`)."
         from randsmooth import adaptive
         return adaptive.certify_at_radius(self, x, radius, n0, n, alpha, batch_size, generator,
-                                          seed=seed, n_first=n_first, growth=growth)
+                                          seed=seed, schedule=schedule)
 
     @_with_arg_docs
     def certify_adaptive(self, x, # one example, of any shape
@@ -299,13 +325,12 @@ class Smooth:
                          tolerance:float|None=None, # stop when within this of the best reachable
                          generator:torch.Generator|None=None, # on x.device (or None)
                          *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
-                         n_first:int=100, # draws before the first look
-                         growth:float=2.0, # factor between consecutive looks
+                         schedule:LookSchedule|None=None, # when to look; None: `LookSchedule()`
                         ):
         "CERTIFY with as few draws as the radius needs (`randsmooth.adaptive`)."
         from randsmooth import adaptive
         return adaptive.certify_adaptive(self, x, n0, n, alpha, batch_size, tolerance, generator,
-                                         seed=seed, n_first=n_first, growth=growth)
+                                         seed=seed, schedule=schedule)
 
 # %% ../nbs/02_smooth.ipynb #ae098716
 def _check_examples(xs, name):
