@@ -155,17 +155,19 @@ class LookSchedule:
         object.__setattr__(self, 'growth', float(self.growth))
 
     def check(self)->LookSchedule:
-        "`self`; a `TypeError` or `ValueError` naming the field unless `n_first` >= 1 and `growth` > 1."
+        "`self`; an error naming the field unless `n_first` >= 1 and `growth` > 1."
         check_count(self.n_first, 'n_first')
         g = self.growth
-        if isinstance(g, (bool, np.bool_)) or not isinstance(g, (int, float, np.integer, np.floating)):
+        number = isinstance(g, (int, float, np.integer, np.floating))
+        if isinstance(g, (bool, np.bool_)) or not number:
             raise TypeError(f"growth must be a number > 1, got {g!r}")
-        if not (np.isfinite(g) and g > 1): raise ValueError(f"growth must be a number > 1, got {g!r}")
+        if not (np.isfinite(g) and g > 1):
+            raise ValueError(f"growth must be a number > 1, got {g!r}")
         return self
 
     def looks(self, n:int, # the budget of draws
              )->list: # cumulative draws at each look, ending at `n`
-        "The looks of this schedule for a budget of `n` draws (`randsmooth.adaptive.look_schedule`)."
+        "The looks of this schedule for a budget of `n` draws (see `look_schedule`)."
         from randsmooth.adaptive import look_schedule
         return look_schedule(n, self.n_first, self.growth)
 

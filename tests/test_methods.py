@@ -1,7 +1,7 @@
 """End to end, through the commands: every training method of `randsmooth.methods` trains with
 `rs_train --method`, resumes (`--stop_after 1`, then `--resume`; for SmoothAdv, whose ε warm-up
 depends on the epoch, the result equals an uninterrupted run bit for bit), refuses a changed method
-on resume, trains under torchrun, and certifies with `rs_certify`; denoised smoothing trains a
+on resume, trains every method under torchrun, and certifies with `rs_certify`; denoised smoothing trains a
 denoiser for a fixed classifier and certifies f ∘ D."""
 import os, subprocess, sys
 from pathlib import Path
@@ -97,13 +97,20 @@ def test_denoised_smoothing_end_to_end(tmp_path):
     acc = {k: read_log(tmp_path/f'{k}.tsv').correct.mean() for k in ('f', 'fD')}
     assert acc['fD'] > acc['f'] + 0.1, acc     # at σ = 0.5 the noise defeats f alone
 
-def test_attack_method_under_torchrun(tmp_path):
-    "SmoothAdv under DDP (2 CPU processes, gloo): the attack's passes bypass DDP, the step syncs."
-    out = tmp_path/'ddp'
+DDP_OPTIONS = {**METHODS, 'smoothadv': 'm=1,steps=1,warmup=1'}
+
+@pytest.mark.parametrize('method', list(DDP_OPTIONS))
+def test_method_under_torchrun(tmp_path, method):
+    """Every method trains one epoch under DDP (2 CPU processes, gloo) and writes its checkpoint
+    with the method recorded; the attacks' passes bypass DDP, the step syncs."""
+    out, options = tmp_path/'ddp', DDP_OPTIONS[method]
+    extra = ['--method_options', options] if options else []
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
                         '--nproc_per_node', '2', '-m', 'randsmooth.train', 'digits', 'small_cnn',
-                        str(out), *COMMON, '--method', 'smoothadv', '--method_options',
-                        METHODS['smoothadv']], capture_output=True, text=True, timeout=300, env=ENV)
+                        str(out), *COMMON, '--epochs', '1', '--method', method, *extra],
+                       capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     log = read_train_log(out/LOG_NAME)
-    assert log.epoch.tolist() == [1, 2] and log.train_loss.iloc[1] < log.train_loss.iloc[0]
+    assert log.epoch.tolist() == [1] and log.train_loss.notna().all()
+    settings = torch.load(out/CHECKPOINT_NAME, weights_only=True)['state']['settings']
+    assert settings['method'] == method and settings['epochs'] == 1

@@ -1,15 +1,24 @@
 """Training images/s of every method of `randsmooth.methods`, relative to Gaussian augmentation,
-for the digits CNN and a CIFAR-10 ResNet-20 (and, on a GPU, the peak memory of a step).
+for the digits CNN and a CIFAR-10 ResNet-20 (and, on a GPU, the peak memory of a step); with
+`--memory`, the extra CPU memory of training steps of every method, relative to Gaussian.
 
     python tests/bench/bench_methods.py                  # CPU, float32
     python tests/bench/bench_methods.py --device cuda    # GPU, bfloat16 autocast + channels_last
+    python tests/bench/bench_methods.py --memory         # CPU peak RSS, 1 thread, batch 32, 2 steps
+    python tests/bench/bench_methods.py --memory --mem_batch 128 --mem_steps 5   # bigger
+
+The memory table runs each (network, method) in a fresh process (so peaks do not mix) with one
+thread: the model, objective and batch are built, the resident memory is read, then the steps run;
+"extra MiB" is the peak resident memory (`ru_maxrss`) minus that reading, i.e. what the steps add
+(activations kept for the backward pass, gradients, optimiser state, the attack's passes). It is
+shown next to the objective's number of noisy copies per example (`noisy_copies`).
 
 Each method runs with the options of `DIGITS_COMPARISON` (the notebook's comparison); a step is
 `randsmooth.train.train_step` on fixed random inputs of the dataset's shape, so the figures are
 those of `rs_train` minus data loading. Denoised smoothing is timed as a denoiser in front of the same
 fixed network. Prints a markdown table naming the hardware.
 """
-import argparse, platform, subprocess, tempfile, time
+import argparse, json, os, platform, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 import torch
 from randsmooth.data import dataset_info
@@ -55,12 +64,63 @@ def rate(arch, dataset, batch, device, method, options, amp, steps, repeats):
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == 'cuda' else float('nan')
     return batch * steps / best, peak
 
+def rss_mib():
+    "The process's resident memory now, in MiB (Linux `/proc/self/statm`)."
+    with open('/proc/self/statm') as f: pages = int(f.read().split()[1])
+    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+def memory_child(arch, dataset, batch, method, options, steps):
+    "In this (fresh) process: the extra peak memory of `steps` training steps, as a JSON line."
+    torch.set_num_threads(1)
+    info = dataset_info(dataset)
+    torch.manual_seed(0)
+    model = get_architecture(arch, dataset).train()
+    objective = make_objective(method, options or None, sigma=0.25, num_classes=info.num_classes)
+    x, y = torch.rand(batch, *info.input_shape), torch.randint(0, info.num_classes, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    before = rss_mib()
+    for _ in range(steps): train_step(model, x, y, opt, objective)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10   # KiB on Linux
+    print(json.dumps(dict(before=before, peak=peak, copies=objective.noisy_copies)))
+
+def measure_memory(arch, dataset, batch, method, options, steps):
+    "Run `memory_child` in a fresh single-threaded process; its result as a dict."
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+    args = [sys.executable, __file__, '--_child',
+            json.dumps([arch, dataset, batch, method, options or '', steps])]
+    r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
+    if r.returncode: raise RuntimeError(f"{arch} {method}: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+def memory_table(a):
+    "Print the CPU memory table: extra peak RSS per method, and its ratio to Gaussian's."
+    print(f"hardware: {hardware(torch.device('cpu')).rsplit(',', 1)[0]}, 1 thread per process; "
+          f"torch {torch.__version__}; float32; σ = 0.25; batch {a.mem_batch}; "
+          f"{a.mem_steps} steps; fresh process per row\n")
+    print('| network | method | options | noisy copies | RSS before MiB | peak MiB | extra MiB | '
+          'extra / gaussian\'s |')
+    print('|---|---|---|---|---|---|---|---|')
+    for arch, dataset, _ in (c for c in CONFIGS if c[0] in a.archs.split(',')):
+        base = None
+        for method, options in DIGITS_COMPARISON.items():
+            m = measure_memory(arch, dataset, a.mem_batch, method, options, a.mem_steps)
+            extra = m['peak'] - m['before']
+            base = base or extra
+            print(f"| {arch} | {method} | {options or ''} | {m['copies']} | {m['before']:,.0f} | "
+                  f"{m['peak']:,.0f} | {extra:,.0f} | {extra / base:.2f} |", flush=True)
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == '--_child':
+        return memory_child(*json.loads(sys.argv[2]))
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cpu'); p.add_argument('--steps', type=int, default=3)
     p.add_argument('--repeats', type=int, default=2)
     p.add_argument('--archs', default='small_cnn,cifar_resnet20')
+    p.add_argument('--memory', action='store_true', help='CPU peak-memory table instead')
+    p.add_argument('--mem_batch', type=int, default=32, help='batch of the memory table')
+    p.add_argument('--mem_steps', type=int, default=2, help='training steps of the memory table')
     a = p.parse_args()
+    if a.memory: return memory_table(a)
     device = resolve_device(a.device)
     amp = device.type == 'cuda'
     print(f"hardware: {hardware(device)}; torch {torch.__version__}; "
