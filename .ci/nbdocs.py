@@ -2,16 +2,15 @@
 
 Shared by `.ci/build_docs.py` (the site) and `.ci/readme.py` (README.md from nbs/index.ipynb).
 The notebook processing is nbdev's own (`nbdev.processors.FilterDefaults`: show_doc rendering,
-directive handling, exec of show_doc cells); this module adds what Quarto would otherwise do:
-execute notebooks that carry no outputs, and turn cells plus outputs into pandoc Markdown.
+directive handling, exec of show_doc cells); this module adds what Quarto would otherwise do: turn
+cells plus their STORED outputs into pandoc Markdown. Notebooks are never executed here (nbdev's
+convention: they are committed with the outputs of a real run, made by `.ci/execute_notebooks.sh`;
+`nbdev_test` tests them separately). A notebook without outputs renders as code only, with a note.
 """
 import base64, copy, os, re, time, warnings
 from pathlib import Path
 
 from execnb.nbio import read_nb, write_nb
-from execnb.shell import CaptureShell
-from fastcore.xtras import working_directory
-from nbdev.config import get_config
 from nbdev.process import extract_directives
 
 WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
@@ -26,23 +25,6 @@ def directives(cell):
 def has_outputs(nb):
     "Does any code cell of `nb` already carry outputs (then we show them as stored)?"
     return any(c.get('outputs') for c in nb.cells if c.cell_type == 'code')
-
-
-def execute_nb(nb, path, skip_flags=None):
-    "Run the code cells of `nb` (read from `path`) in place, as `nbdev_test` does: cwd = its folder, `IN_TEST` set, flagged cells skipped."
-    skip_flags = set(get_config().tst_flags.split() if skip_flags is None else skip_flags)
-    def _no_eval(cell):
-        if cell.cell_type != 'code': return True
-        d = directives(cell)
-        if d.get('eval:', [''])[0].lower() == 'false': return True
-        return bool(skip_flags & d.keys())
-    os.environ['IN_TEST'] = '1'
-    shell = CaptureShell(path)
-    try:
-        with working_directory(Path(path).parent): shell.run_all(nb, exc_stop=True, preproc=_no_eval)
-    except Exception as e:
-        raise RuntimeError(f'{path}: a cell raised while executing the notebook:\n{shell.prettytb(fname=path)}') from e
-    return nb
 
 
 def _text(x): return ''.join(x) if isinstance(x, list) else (x or '')
@@ -132,8 +114,45 @@ def page_name(nb_path, nbs_path):
     return str(rel.with_name(re.sub(r'^\d+[_-]', '', rel.stem) + '.html'))
 
 
-def process_notebook(nb_path, out_dir, execute=True):
-    "Worker: execute (if needed) + nbdev-process one notebook, write its Markdown; returns a summary dict."
+# `Smooth`'s methods append an "Arguments:" block of their docments to `__doc__` for `help()`; in an API
+# entry the signature already shows those comments, so the block is dropped from show_doc's Markdown.
+_ARG_BLOCK = re.compile(r'\n*^Arguments:[ \t]*\n(?:^[ \t]+\S.*(?:\n|$))+', re.M)
+
+
+def strip_arg_block(md):
+    "show_doc Markdown without a trailing `Arguments:` block of indented `name: comment` lines."
+    return _ARG_BLOCK.sub('\n', md).rstrip('\n') + ('\n' if md.endswith('\n') else '')
+
+
+def strip_show_doc_arg_blocks(nb):
+    "Apply `strip_arg_block` to the Markdown outputs of the notebook's show_doc cells."
+    for c in nb.cells:
+        if c.cell_type != 'code' or 'show_doc' not in _text(c.source): continue
+        for o in c.get('outputs', []):
+            data = o.get('data', {})
+            if 'text/markdown' in data: data['text/markdown'] = strip_arg_block(_text(data['text/markdown']))
+    return nb
+
+
+NO_OUTPUTS_NOTE = ('::: {.no-outputs-note}\nThis page shows the code without its results: the notebook was '
+                   'committed without outputs. Run `.ci/execute_notebooks.sh` to store them.\n:::')
+
+
+def mixed_import_cells(nb):
+    "`cell N (first line)` of each code cell with imports next to other statements (nbdev's docs step executes it all)."
+    import ast
+    out = []
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != 'code' or directives(c).keys() & {'export', 'exports', 'exporti', 'exec_doc'}: continue
+        try: body = ast.parse(code_source(c)).body
+        except SyntaxError: continue
+        if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body) and not all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body):
+            out.append(f"cell {i} ({(code_source(c).splitlines() or [''])[0][:50]!r})")
+    return out
+
+
+def process_notebook(nb_path, out_dir):
+    "Worker: nbdev-process one notebook (stored outputs, never executed), write its Markdown; returns a summary dict."
     from nbdev.config import get_config
     from nbdev.processors import FilterDefaults
     t0, nb_path, out_dir = time.time(), Path(nb_path), Path(out_dir)
@@ -145,7 +164,7 @@ def process_notebook(nb_path, out_dir, execute=True):
         lost = title_cell_leftover(nb)
         if lost: raise ValueError('the title cell holds more than `# Title` and `> description`; nbdev drops the '
                                   f'whole cell from the docs, so move this text to its own cell:\n{lost[:300]}')
-        if execute and not has_outputs(nb): execute_nb(nb, nb_path)
+        res['outputs'] = stored = has_outputs(nb) or not any(c.cell_type == 'code' for c in nb.cells)
         cwd = os.getcwd()
         try:
             os.chdir(nb_path.parent)
@@ -153,6 +172,7 @@ def process_notebook(nb_path, out_dir, execute=True):
                 warnings.simplefilter('always')
                 FilterDefaults()(nb)
         finally: os.chdir(cwd)
+        strip_show_doc_arg_blocks(nb)
         res['warnings'] = [str(w.message).split('\n')[0] for w in caught]
         fm = getattr(nb, 'frontmatter_', {}) or {}
         files = Path(page).with_suffix('').name + '_files'
@@ -163,10 +183,15 @@ def process_notebook(nb_path, out_dir, execute=True):
             p.parent.mkdir(parents=True, exist_ok=True); p.write_bytes(data)
             return f'{files}/{p.name}'
         md = nb_to_markdown(nb, write_image)
+        if not stored: md = NO_OUTPUTS_NOTE + '\n\n' + md
         (out_dir/page).with_suffix('.md').write_text(md)
         res.update(title=fm.get('title') or Path(page).stem, description=fm.get('description', ''))
     except Exception as e:
         import traceback
-        res['error'] = f'{type(e).__name__}: {e}' if isinstance(e, (RuntimeError, ValueError)) else ''.join(traceback.format_exception(e))
+        try: hint = mixed_import_cells(read_nb(nb_path))     # cell numbers as in the notebook itself
+        except Exception: hint = []
+        msg = f'{type(e).__name__}: {e}' if isinstance(e, (RuntimeError, ValueError)) else ''.join(traceback.format_exception(e))
+        res['error'] = (f'nbdev executes every cell that contains an import when it renders the docs: move the imports '
+                        f'of these cells to cells of their own: {", ".join(hint)}\n' if hint else '') + msg
     res['seconds'] = round(time.time() - t0, 1)
     return res

@@ -3,8 +3,8 @@
     .venv/bin/python .ci/readme.py           # write README.md
     .venv/bin/python .ci/readme.py --check   # exit 1 (and show a diff) if README.md differs
 
-Markdown cells are copied verbatim; code cells become ```python fences followed by their text
-outputs (the notebooks are committed without outputs, so the README is the same on every machine); `#|`
+Markdown cells are copied verbatim; code cells become ```python fences followed by their stored text
+outputs (from the real run of `.ci/execute_notebooks.sh`, which regenerates README.md); `#|`
 directive lines are dropped and `#| hide` cells are omitted.
 """
 import difflib, re, sys

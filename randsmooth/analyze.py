@@ -4,7 +4,8 @@
 
 # %% ../nbs/08_analyze.ipynb #5c207929
 from __future__ import annotations
-import json, math, re
+import json, math, re, warnings
+from collections import Counter
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -20,11 +21,12 @@ from .cli import rs_analyze   # the command lives in randsmooth.cli; importable 
 
 # %% auto #0
 __all__ = ['CERTIFY_REQUIRED', 'PREDICT_REQUIRED', 'CERTIFY_ONLY', 'MODES', 'BOUNDS', 'BOUND_NAMES', 'PREDICT_OUTCOMES',
-           'parse_seconds', 'log_settings', 'read_log', 'as_log', 'check_radii', 'certified_accuracy',
+           'parse_seconds', 'log_settings', 'run_mode', 'read_log', 'as_log', 'check_radii', 'certified_accuracy',
            'average_certified_radius', 'abstention_rate', 'clean_accuracy', 'check_compatible', 'log_label',
-           'certified_accuracy_table', 'best_sigma_table', 'rounding_slack', 'within_cap', 'to_markdown', 'to_latex',
-           'run_mode', 'save_figure', 'plot_certified_accuracy', 'certified_accuracy_bound', 'reanalyze',
-           'infer_counts', 'figure8', 'predict_table', 'summary_table', 'default_radii', 'analyze']
+           'distinct_labels', 'ExampleSetWarning', 'example_sets_note', 'certified_accuracy_table', 'best_sigma_table',
+           'rounding_slack', 'within_cap', 'to_markdown', 'to_latex', 'save_figure', 'plot_certified_accuracy',
+           'certified_accuracy_bound', 'check_procedure', 'reanalyze', 'infer_counts', 'figure8', 'predict_table',
+           'summary_table', 'default_radii', 'analyze']
 
 # %% ../nbs/08_analyze.ipynb #44a58fbb
 _TIMEDELTA = re.compile(r'^(?:(?P<days>\d+) days?, '
@@ -66,18 +68,20 @@ def _layout_settings(path:Path)->dict:
     return settings
 
 # %% ../nbs/08_analyze.ipynb #6606774b
+def _side_file(path:Path)->Path|None:
+    "The settings file of the log `path`: `PATH.json`, or `PATH` with its suffix as `.json`."
+    sides = [path.with_name(path.name + '.json')] + [path.with_suffix('.json')] * bool(path.suffix)
+    return next((side for side in sides if side.is_file()), None)
+
 def _side_file_settings(path:Path)->dict:
     "Settings from the side file `PATH.json` (or `PATH` with its suffix replaced by `.json`)."
-    sides = [path.with_name(path.name + '.json')] + [path.with_suffix('.json')] * bool(path.suffix)
-    for side in sides:
-        if not side.is_file(): continue
-        try: saved = json.loads(side.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{side}: not valid JSON ({e})") from None
-        if not isinstance(saved, dict):
-            raise ValueError(f"{side}: expected a JSON object of settings")
-        return {_SETTING_NAMES.get(k, k): v for k, v in saved.items()}
-    return {}
+    if (side := _side_file(path)) is None: return {}
+    try: saved = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{side}: not valid JSON ({e})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{side}: expected a JSON object of settings")
+    return {_SETTING_NAMES.get(k, k): v for k, v in saved.items()}
 
 # %% ../nbs/08_analyze.ipynb #1b69a887
 def log_settings(path, # a Certify or Predict log file
@@ -158,10 +162,76 @@ def _columns(lines:list, header:list, path)->dict:
                 raise ValueError(f"{path}, line {lineno}, column {name}: {e}") from None
     return columns
 
+# %% ../nbs/08_analyze.ipynb #b7109dd4
+MODES = ('fixed', 'radius', 'adaptive')
+
+# %% ../nbs/08_analyze.ipynb #cbcfce4f
+def _stated_mode(settings:dict)->str|None:
+    "The mode the settings state (`mode`, or the options `adaptive` and `radius`); None if silent."
+    if settings.get('mode'): return settings['mode']
+    if settings.get('adaptive'): return 'adaptive'
+    if settings.get('radius') is not None: return 'radius'
+    return 'fixed' if {'adaptive', 'radius'} & set(settings) else None
+
+# %% ../nbs/08_analyze.ipynb #6ab72307
+def _listing(values, most:int=4)->str:
+    "Up to `most` of `values`, comma-separated, with an ellipsis for the rest."
+    shown = ', '.join(f'{v:,}' if isinstance(v, (int, np.integer)) else str(v)
+                      for v in list(values)[:most])
+    return shown + (', ...' if len(values) > most else '')
+
+def _refusal(log:pd.DataFrame, why:str)->ValueError:
+    "The error for a log whose rows and settings disagree: `why`, the settings' source, the fix."
+    path, side = log.attrs.get('path', 'the log'), log.attrs.get('settings_file', False)
+    source = (f"its settings are those of {side}" if side else
+              f"there is no settings file {path}.json beside it" if side is None else
+              "its settings are those in .attrs['settings']")
+    return ValueError(f"log {path}: {why}; {source}. Fix: use the settings file that the run "
+                      f"wrote beside the log ({path}.json, by rs_certify or certify_dataset), "
+                      f"unedited: a log is re-analysed only with the procedure that wrote it")
+
+# %% ../nbs/08_analyze.ipynb #67b5f725
+def run_mode(log:pd.DataFrame, # a Certify log from `read_log`
+            )->str: # 'fixed' (CERTIFY), 'radius' (certify at r) or 'adaptive' (full radius)
+    "How the logged run certified: what its settings say, refused where its rows' n disagree."
+    s = log.attrs.get('settings', {})
+    stated = _stated_mode(s)
+    if stated is not None and stated not in MODES:
+        raise ValueError(f"log {log.attrs.get('path', '')!s}: unknown mode {stated!r} (one of "
+                         f"{', '.join(MODES)})")
+    if 'n' not in log.columns: return stated or 'fixed'
+    n, N, N0 = log.n.to_numpy(), s.get('N'), s.get('N0')
+    if N0 is not None and 'n0' in log.columns and (log.n0 != N0).any():
+        raise _refusal(log, f"its rows' n0 ({_listing(np.unique(log.n0))}) is not the "
+                            f"N0 = {N0} of its settings")
+    if stated in (None, 'fixed'):
+        said = ('say nothing of how it was certified' if stated is None else
+                'describe a fixed-n run (CERTIFY)')
+        if len(ns := np.unique(n)) > 1:
+            raise _refusal(log, f"its rows' n vary ({_listing(ns)}) as a sequential run's do "
+                                f"(adaptive or certify-at-radius: each row rests on the look "
+                                f"where it stopped, its bound at that look's share of alpha), "
+                                f"but its settings {said}; read as fixed-n at the full alpha, "
+                                f"its radii would rise")
+        if N is not None and ns[0] != N:
+            raise _refusal(log, f"its rows' n ({ns[0]:,}) is not the N = {N:,} of its settings, "
+                                f"which {said}")
+        return 'fixed'
+    if N is None:
+        raise _refusal(log, f"its settings say mode {stated!r} (a sequential run) but not N, the "
+                            f"budget whose look schedule its rows' n follow")
+    looks = look_schedule(check_count(N, 'N'), s.get('n_first', 100), s.get('growth', 2.0))
+    if (off := ~np.isin(n, looks)).any():
+        i = int(np.flatnonzero(off)[0])
+        raise _refusal(log, f"example idx {log.idx.iloc[i]} has n = {n[i]:,}, not a look of the "
+                            f"{stated} run's schedule {looks} (a sequential run's rows each rest "
+                            f"on a look)")
+    return stated
+
 # %% ../nbs/08_analyze.ipynb #2abd9e60
 def read_log(path, # a Certify or Predict log: ours or the reference code's
-            )->pd.DataFrame: # a row per example; `time` in seconds; `.attrs`: path, kind, settings
-    "Read and check a Certify or Predict log; errors name the file and line."
+            )->pd.DataFrame: # a row per example; `.attrs`: path, kind, settings, settings_file
+    "Read and check a Certify or Predict log (and its settings file); errors name file and line."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such log file")
     lines, settings = _text_lines(path), log_settings(path)
@@ -174,7 +244,10 @@ def read_log(path, # a Certify or Predict log: ours or the reference code's
         raise ValueError(f"{path}: a header but no rows (the run wrote nothing yet?)")
     df = pd.DataFrame(_columns(lines, header, path))
     _check_rows(df, path)
-    df.attrs.update(path=str(path), kind=kind, settings=settings)
+    side = _side_file(path)
+    df.attrs.update(path=str(path), kind=kind, settings=settings,
+                    settings_file=None if side is None else str(side))
+    if kind == 'certify' and side is not None: run_mode(df)   # rows against settings
     return df
 
 # %% ../nbs/08_analyze.ipynb #456e575d
@@ -260,6 +333,11 @@ def check_compatible(logs:list, # DataFrames from `read_log`
             raise ValueError(f"logs: they mix {key} values ({listing})" + ('' if always else
                              '; pass allow_mixed=True (rs_analyze --mixed) if that is intended'))
 
+# %% ../nbs/08_analyze.ipynb #e508ac3a
+def _what_if(log:pd.DataFrame)->str|None:
+    "What a what-if analysis pretended (its `.attrs` or settings say), or None for a run's own log."
+    return log.attrs.get('what_if') or log.attrs.get('settings', {}).get('what_if') or None
+
 # %% ../nbs/08_analyze.ipynb #08c08ce4
 def log_label(log, # a DataFrame from `read_log`
               extra:tuple=(), # further settings to show, e.g. ('N', 'alpha')
@@ -274,7 +352,8 @@ def log_label(log, # a DataFrame from `read_log`
             label += f" (trained at {train:.2f})"
     else: label = Path(log.attrs.get('path', 'log')).name
     shown = [f"{k} = {settings[k]:g}" for k in extra if settings.get(k) is not None]
-    return ', '.join([label] + shown)
+    what_if = ' (what-if)' if _what_if(log) else ''
+    return ', '.join([label] + shown) + what_if
 
 # %% ../nbs/08_analyze.ipynb #f27669e9
 def _read_all(logs, kind:str, allow_mixed:bool=False)->list:
@@ -285,13 +364,61 @@ def _read_all(logs, kind:str, allow_mixed:bool=False)->list:
     check_compatible(logs, allow_mixed)
     return logs
 
+# %% ../nbs/08_analyze.ipynb #f35cb484
+def _path_tails(paths:list)->list|None:
+    "The shortest trailing parts of `paths` that tell them apart; None if they are equal."
+    parts = [Path(p).parts for p in paths]
+    for k in range(1, max(map(len, parts)) + 1):
+        tails = ['/'.join(p[-k:]) for p in parts]
+        if len(set(tails)) == len(tails): return tails
+    return None
+
+# %% ../nbs/08_analyze.ipynb #a6a9d5d4
+def distinct_labels(logs:list, # the logs (DataFrames from `read_log`)
+                    labels:list, # a label per log
+                   )->list: # the labels, each shared one followed by what tells its logs apart
+    "`labels`, each shared by several logs followed by the part of its path that tells it apart."
+    labels, counts = list(labels), Counter(labels)
+    for shared in [label for label, k in counts.items() if k > 1]:
+        where = [i for i, label in enumerate(labels) if label == shared]
+        paths = [logs[i].attrs.get('path') for i in where]
+        tails = _path_tails(paths) if all(paths) else None
+        for i, tail in zip(where, tails or [f'log {i + 1}' for i in where]):
+            labels[i] = tail if tail.endswith(shared) else f'{shared} ({tail})'
+    return labels
+
 # %% ../nbs/08_analyze.ipynb #7f1ca5ef
 def _labels(logs:list, labels:list|None)->list:
-    "`labels`, or each log's `log_label`; one per log."
+    "`labels` (or each log's `log_label`), one per log, what-ifs marked, made distinct."
     if labels is None: labels = [log_label(log) for log in logs]
     if len(labels) != len(logs):
         raise ValueError(f"labels: {len(labels)} labels for {len(logs)} logs")
-    return list(labels)
+    labels = [f'{label} (what-if)' if _what_if(log) and 'what-if' not in str(label) else label
+              for log, label in zip(logs, labels)]
+    return distinct_labels(logs, labels)
+
+# %% ../nbs/08_analyze.ipynb #a4f65350
+class ExampleSetWarning(UserWarning):
+    "Logs compared in one table or plot are over different examples."
+
+# %% ../nbs/08_analyze.ipynb #ca7b6ba5
+def example_sets_note(logs:list, # the logs (DataFrames from `read_log`)
+                      labels:list|None=None, # their names; default `log_label`s, made distinct
+                     )->str|None: # None when every log holds the same examples
+    "A sentence saying how the logs' example sets differ, or None when they are the same."
+    sets = [frozenset(log.idx.tolist()) for log in logs]
+    if len(set(sets)) <= 1: return None
+    labels = _labels(logs, labels)
+    shared = len(frozenset.intersection(*sets))
+    sizes = ', '.join(f'{label}: {len(s)}' for label, s in zip(labels, sets))
+    return (f"the logs are over different examples ({sizes}; {shared} in all of them): their "
+            f"accuracies are not measured on the same examples")
+
+# %% ../nbs/08_analyze.ipynb #684d4649
+def _warn_example_sets(logs:list, labels:list):
+    "An `ExampleSetWarning` when `logs` are over different examples."
+    if (note := example_sets_note(logs, labels)) is not None:
+        warnings.warn(note[0].upper() + note[1:], ExampleSetWarning, stacklevel=3)
 
 # %% ../nbs/08_analyze.ipynb #11074c71
 def certified_accuracy_table(logs, # Certify logs (paths or DataFrames), e.g. one per σ
@@ -302,8 +429,10 @@ def certified_accuracy_table(logs, # Certify logs (paths or DataFrames), e.g. on
     "Appendix E: approximate certified accuracy of each log at each radius."
     logs = _read_all(logs, 'certify', allow_mixed)
     radii = check_radii(radii).reshape(-1)
+    labels = _labels(logs, labels)
+    _warn_example_sets(logs, labels)
     table = pd.DataFrame([certified_accuracy(log, radii) for log in logs],
-                         index=_labels(logs, labels), columns=[f'r = {r:g}' for r in radii])
+                         index=labels, columns=[f'r = {r:g}' for r in radii])
     table.index.name = 'log'
     return table
 
@@ -316,6 +445,7 @@ def best_sigma_table(logs, # Certify logs (paths or DataFrames), e.g. one per σ
     "Table 1: for each radius, the log that certifies the most, and that log's clean accuracy."
     logs = _read_all(logs, 'certify', allow_mixed)
     labels, radii = _labels(logs, labels), check_radii(radii).reshape(-1)
+    _warn_example_sets(logs, labels)
     # [log, radius] -> radius
     best = np.array([certified_accuracy(log, radii) for log in logs]).argmax(0)
     certified = [certified_accuracy(logs[b], r) for b, r in zip(best, radii)]
@@ -386,22 +516,6 @@ def to_latex(table:pd.DataFrame, # a table from this module
     return '\n'.join([begin, r'\toprule', line(header), r'\midrule', *map(line, rows),
                       r'\bottomrule', r'\end{tabular}'])
 
-# %% ../nbs/08_analyze.ipynb #158a4bcb
-MODES = ('fixed', 'radius', 'adaptive')
-
-# %% ../nbs/08_analyze.ipynb #712d4c86
-def run_mode(log:pd.DataFrame, # a Certify log from `read_log`
-            )->str: # 'fixed' (CERTIFY), 'radius' (certify at r) or 'adaptive' (full radius)
-    "How the logged run certified, from its settings: `mode`, or its `adaptive` and `radius`."
-    s = log.attrs.get('settings', {})
-    at_radius = s.get('radius') is not None
-    option = 'adaptive' if s.get('adaptive') else 'radius' if at_radius else 'fixed'
-    mode = s.get('mode') or option
-    if mode not in MODES:
-        raise ValueError(f"log {log.attrs.get('path', '')!s}: unknown mode {mode!r} (one of "
-                         f"{', '.join(MODES)})")
-    return mode
-
 # %% ../nbs/08_analyze.ipynb #a95c7a76
 def _schedule(log:pd.DataFrame, alpha:float)->tuple:
     "The looks and their levels of the sequential run that wrote `log`, spending `alpha`."
@@ -417,7 +531,7 @@ def _final_level(log:pd.DataFrame, alpha:float)->float:
 
 # %% ../nbs/08_analyze.ipynb #c9dc29ad
 def _cap(log:pd.DataFrame)->float|None:
-    "The largest radius the run of `log` could certify, where its settings say: σΦ⁻¹(α^(1/N)) or r."
+    "The largest radius the run of `log` could certify (where settings say): σΦ⁻¹(α^(1/N)) or r."
     s = log.attrs.get('settings', {})
     if run_mode(log) == 'radius' and s.get('radius') is not None: return float(s['radius'])
     if any(s.get(k) is None for k in ('N', 'alpha', 'sigma')): return None
@@ -452,6 +566,7 @@ def plot_certified_accuracy(logs, # Certify logs (paths or DataFrames)
     import matplotlib.pyplot as plt
     logs = _read_all(logs, 'certify', allow_mixed)
     labels = _labels(logs, labels)
+    _warn_example_sets(logs, labels)
     if max_radius is None:
         max_radius = 1.05 * max(max(float(log.radius.max()) for log in logs), 0.05)
     max_radius = check_positive(max_radius, 'max_radius')
@@ -468,13 +583,22 @@ def plot_certified_accuracy(logs, # Certify logs (paths or DataFrames)
     return fig
 
 # %% ../nbs/08_analyze.ipynb #db1e6579
-def certified_accuracy_bound(log, # a Certify log's path or DataFrame
+def certified_accuracy_bound(log, # a Certify log's path or DataFrame (a run's, not a what-if)
                              radii, # a radius or radii, each >= 0
-                             alpha:float|None=None, # Certify's alpha; default the log's setting
+                             alpha:float|None=None, # Certify's alpha where the log does not say it
                              rho:float=0.001, # the bound may fail with probability rho
                             ): # a float, or an array shaped like `radii`
     "Appendix D: a lower bound on the true certified accuracy at each radius, valid w.p. 1 - rho."
     df = as_log(log, 'certify')
+    path, logged = df.attrs.get('path', 'the log'), df.attrs.get('settings', {}).get('alpha')
+    if what_if := _what_if(df):
+        raise ValueError(f"log {path} is a what-if re-analysis ({what_if}), not certificates a "
+                         f"run made: no bound on the true certified accuracy follows from it. "
+                         f"Fix: bound the log as its run wrote it")
+    if alpha is not None and logged is not None and alpha != logged:
+        raise ValueError(f"alpha: log {path} was certified at alpha = {logged:g}, not {alpha:g}; "
+                         f"leave alpha out to use the log's")
+    if {'n', 'nA'} <= set(df.columns): check_procedure(df, alpha=alpha)   # the counts agree
     alpha, rho = _setting(df, 'alpha', alpha, check_alpha), check_alpha(rho, 'rho')
     accuracy = certified_accuracy(df, radii)
     return _as_output(np.asarray(certified_accuracy_lower_bound(accuracy, len(df), alpha, rho)))
@@ -557,25 +681,89 @@ def _sequential_certificates(df, bound, alpha, sigma)->tuple:
         radius = np.full(len(df), r)
     return n, nA, pA, certified, radius
 
+# %% ../nbs/08_analyze.ipynb #0ed9a2c6
+def _own_certificates(df:pd.DataFrame, mode:str, bound:str, alpha:float, sigma:float)->tuple:
+    "(pA_lower, certified, radius) of each row, decided by the log's own procedure."
+    if mode == 'fixed': _, _, pA, certified, radius = _fixed_certificates(df, bound, None, alpha,
+                                                                         sigma)
+    else: _, _, pA, certified, radius = _sequential_certificates(df, 'cohen', alpha, sigma)
+    return pA, certified, np.where(certified, radius, 0.0)
+
+# %% ../nbs/08_analyze.ipynb #2e25d9d7
+def _first(rows:np.ndarray)->int: return int(np.flatnonzero(rows)[0])
+
+# %% ../nbs/08_analyze.ipynb #59067d44
+def check_procedure(log, # a Certify log's path or DataFrame
+                    sigma:float|None=None, # its noise level where its settings do not say it
+                    alpha:float|None=None, # its run's alpha where its settings do not say it
+                   )->str: # the run's mode (see `run_mode`)
+    "Refuse a log whose counts, decided again by its own procedure, do not give back its rows."
+    df = as_log(log, 'certify')
+    mode, s = run_mode(df), df.attrs.get('settings', {})
+    bound = s.get('bound') or 'cohen'
+    counted = {'n', 'nA'} | ({'nB'} if bound == 'bonferroni' else set())
+    if not counted <= set(df.columns) or bound not in ('cohen', 'bonferroni'): return mode
+    sigma = _setting(df, 'sigma', s.get('sigma', sigma), check_positive)
+    alpha = _setting(df, 'alpha', s.get('alpha', alpha), check_alpha)
+    pA, certified, radius = _own_certificates(df, mode, bound, alpha, sigma)
+    logged, was = df.radius.to_numpy(), df.predict.to_numpy() != -1
+    inferred = s.get('counts') == 'inferred'
+    slack = rounding_slack(logged, s.get('radius_digits')) + 1e-9 * np.maximum(1.0, logged)
+    procedure = (f"{mode} run (N = {s.get('N')}, alpha = {alpha:g}, sigma = {sigma:g}, "
+                 f"bound {bound})")
+    if 'pA_lower' in df.columns and not inferred:
+        logged_pA = df.pA_lower.to_numpy()
+        if (off := was & ~np.isclose(pA, logged_pA, rtol=1e-9, atol=1e-12)).any():
+            i = _first(off)
+            raise _refusal(df, f"example idx {df.idx.iloc[i]}: its pA_lower {logged_pA[i]:.6g} "
+                               f"is not the {pA[i]:.6g} that its counts (nA = {df.nA.iloc[i]} of "
+                               f"n = {df.n.iloc[i]}) give in the {procedure} its settings "
+                               f"describe (a sequential run's rows take each look's share of "
+                               f"alpha)")
+    rise = (radius > logged + slack) | (certified & ~was)
+    fall = ((radius < logged - slack) | (was & ~certified)) & (not inferred)
+    if (off := rise | fall).any():
+        i = _first(off)
+        raise _refusal(df, f"example idx {df.idx.iloc[i]}: its counts give radius "
+                           f"{radius[i]:.6g} in the {procedure} its settings describe, where the "
+                           f"log says {logged[i]:.6g}" + (
+                           "; read this way its radii would rise" if rise.any() else ""))
+    return mode
+
 # %% ../nbs/08_analyze.ipynb #b9b9b625
+def _what_ifs(df:pd.DataFrame, n, sigma:float)->str|None:
+    "What re-deciding `df` at `n` draws and noise `sigma` pretends beyond what its run did, if any."
+    parts, s = [w] if (w := _what_if(df)) else [], df.attrs.get('settings', {})
+    if n is not None and n != (logged := int(df.n.iloc[0])):
+        parts.append(f"n = {n:,} where the run drew {logged:,} (each nA scaled, nA/n kept)")
+    if s.get('sigma') is not None and sigma != s['sigma']:
+        parts.append(f"sigma = {sigma:g} where the run drew noise at sigma = {s['sigma']:g}")
+    return '; '.join(parts) or None
+
+# %% ../nbs/08_analyze.ipynb #d5a6aedd
 def reanalyze(log, # a Certify log with columns n and nA (ours, or one from `infer_counts`)
               bound:str='cohen', # 'cohen' (Theorem 1), 'lecuyer', 'li', or 'bonferroni' (needs nB)
-              n:int|None=None, # pretend Certify drew n samples, with the same nA/n (fixed-n runs)
-              alpha:float|None=None, # pretend Certify used this alpha; default the log's
-              sigma:float|None=None, # the noise level; default the log's
+              n:int|None=None, # what-if: pretend Certify drew n samples, nA/n kept (fixed-n runs)
+              alpha:float|None=None, # decide at this alpha instead; default the log's
+              sigma:float|None=None, # the noise level; default the log's (another one: a what-if)
              )->pd.DataFrame: # the log with predict, radius, correct, n, nA and pA_lower recomputed
-    "The log as Certify would have written it under another `bound`, sample size `n` or `alpha`."
+    "The log as Certify would have written it under another `bound` or `alpha` (or a what-if `n`)."
     df = as_log(log, 'certify')
     mode = run_mode(df)
     _check_reanalysable(df, bound, n, mode)
+    check_procedure(df, sigma, alpha)
     sigma = _setting(df, 'sigma', sigma, check_positive)
     alpha = _setting(df, 'alpha', alpha, check_alpha)
+    n = None if n is None else check_count(n, 'n')
     if mode == 'fixed': result = _fixed_certificates(df, bound, n, alpha, sigma)
     else: result = _sequential_certificates(df, bound, alpha, sigma)
     new_n, nA, pA, certified, radius = result
+    settings, what_if = df.attrs.get('settings', {}), _what_ifs(df, n, sigma)
+    N = int(new_n[0]) if mode == 'fixed' else settings['N']
+    settings = {**settings, 'N': N, 'alpha': alpha, 'bound': bound, 'sigma': sigma}
     out = df.copy()
-    out.attrs = {**df.attrs, 'settings': {**df.attrs.get('settings', {}), 'N': int(np.max(new_n)),
-                                          'alpha': alpha, 'bound': bound}}
+    out.attrs = {**df.attrs, 'settings': settings}
+    if what_if: out.attrs['what_if'] = settings['what_if'] = what_if
     out['n'], out['nA'], out['pA_lower'] = new_n, nA, pA
     out['radius'] = np.where(certified, radius, 0.0)
     out['predict'] = np.where(certified, df.predict, -1)
@@ -583,16 +771,16 @@ def reanalyze(log, # a Certify log with columns n and nA (ours, or one from `inf
     return out
 
 # %% ../nbs/08_analyze.ipynb #c0f1e7d0
-def _smallest_count(target:np.ndarray, N:int, alpha:float)->np.ndarray:
-    "Per target: the count nA of N whose Clopper–Pearson bound is closest to it (bisection)."
-    # the first nA reaching it is in (lo, hi]
-    lo, hi = np.zeros(len(target), np.int64), np.full(len(target), N)
-    while np.any(hi - lo > 1):
+def _smallest_count(low:np.ndarray, N:int, alpha:float, sigma:float)->np.ndarray:
+    "Per row: the smallest count nA of N whose radius σΦ⁻¹(bound) reaches `low` and bound 1/2."
+    # a hair below: float error in Φ may only make the count smaller
+    target = np.maximum(norm.cdf(low / sigma), 0.5) - 1e-12
+    lo, hi = np.full(len(target), -1, np.int64), np.full(len(target), N)
+    while np.any(hi - lo > 1):                # the first count reaching the target is in (lo, hi]
         mid = (lo + hi) // 2
-        reached = lower_confidence_bound(mid, N, alpha) >= target
+        reached = lower_confidence_bound(np.maximum(mid, 0), N, alpha) >= target
         hi, lo = np.where(reached, mid, hi), np.where(reached, lo, mid)
-    below = np.abs(lower_confidence_bound(hi - 1, N, alpha) - target)
-    return np.where(below < np.abs(lower_confidence_bound(hi, N, alpha) - target), hi - 1, hi)
+    return hi
 
 # %% ../nbs/08_analyze.ipynb #df1c6dc8
 def infer_counts(log, # a Certify log without counts (the reference code's)
@@ -601,20 +789,28 @@ def infer_counts(log, # a Certify log without counts (the reference code's)
                  sigma:float|None=None, # the noise level; default the log's
                  digits:int|None=3, # significant digits of the logged radii (the reference logs: 3)
                 )->pd.DataFrame: # the log with columns n, nA and pA_lower added
-    "Each certified row's count nA, from its radius: inverting R = σ Φ⁻¹(pA_lower) and the bound."
+    "Each certified row's smallest count nA consistent with its rounded radius: never a larger one."
     df = as_log(log, 'certify')
     N, alpha = check_count(N, 'N'), check_alpha(alpha)
-    sigma = _setting(df, 'sigma', sigma, check_positive)
+    sigma, path = _setting(df, 'sigma', sigma, check_positive), df.attrs.get('path', 'the log')
     if run_mode(df) != 'fixed':
-        raise ValueError(f"log {df.attrs.get('path', '')!s}: a sequential run's log has counts")
+        raise ValueError(f"log {path!s}: a sequential run's log has counts")
     if not within_cap(df, N, alpha, sigma, digits):
-        raise ValueError(f"alpha: {df.attrs.get('path', 'the log')} holds radii above "
-                         f"σ Φ⁻¹(alpha^(1/N)), impossible with N = {N}, alpha = {alpha}; "
-                         f"it was certified with a larger N or alpha")
-    certified = df.predict.to_numpy() != -1
-    nA = np.where(certified, _smallest_count(norm.cdf(df.radius.to_numpy() / sigma), N, alpha), 0)
+        raise ValueError(f"alpha: {path} holds radii above σ Φ⁻¹(alpha^(1/N)), impossible with "
+                         f"N = {N}, alpha = {alpha}; it was certified with a larger N or alpha")
+    certified, radius = df.predict.to_numpy() != -1, df.radius.to_numpy()
+    slack = rounding_slack(radius, digits)
+    nA = np.where(certified, _smallest_count(radius - slack, N, alpha, sigma), 0)
+    high = certified & (sigma * norm.ppf(lower_confidence_bound(nA, N, alpha)) > radius + slack)
+    if high.any():
+        warnings.warn(f"{path}: the radii of {high.sum()} of {certified.sum()} certified rows "
+                      f"are those of no count of N = {N:,} at alpha = {alpha:g}, sigma = "
+                      f"{sigma:g} (to {digits} digits); they get the count just below (a smaller "
+                      f"radius). The run may have used another N, alpha or sigma", stacklevel=2)
+        nA = np.where(high, nA - 1, nA)
     out = df.copy()
-    settings = {**df.attrs.get('settings', {}), 'N': N, 'alpha': alpha, 'sigma': sigma}
+    settings = {**df.attrs.get('settings', {}), 'N': N, 'alpha': alpha, 'sigma': sigma,
+                'counts': 'inferred', 'radius_digits': digits}
     out.attrs = {**df.attrs, 'settings': settings}
     out['n'], out['nA'] = N, nA
     out['pA_lower'] = np.where(certified, lower_confidence_bound(nA, N, alpha), 0.0)
@@ -721,15 +917,20 @@ def default_radii(logs:list, # Certify logs (DataFrames from `read_log`)
     return np.round(np.arange(0, top + 1e-9, step), 10)
 
 # %% ../nbs/08_analyze.ipynb #28fd0cf1
+def _report_labels(logs:list, allow_mixed:bool)->list:
+    "The labels of the logs in the report, the same in its tables and its plot."
+    return _labels(logs, [log_label(log, ('N', 'alpha') if allow_mixed else ()) for log in logs])
+
 def _certify_report(logs:list, radii, render, allow_mixed:bool)->list:
     "The parts of the report on Certify logs: the accuracy table, the summary and Table 1."
     check_compatible(logs, allow_mixed)
-    labels = [log_label(log, ('N', 'alpha') if allow_mixed else ()) for log in logs]
-    if len(set(labels)) < len(labels): labels = [log.attrs['path'] for log in logs]
+    labels = _report_labels(logs, allow_mixed)
     radii = default_radii(logs) if radii is None else radii
     table = lambda make, *args: render(make(logs, *args, labels, allow_mixed))
-    parts = ['Approximate certified accuracy', table(certified_accuracy_table, radii),
-             'Summary', table(summary_table)]
+    note = example_sets_note(logs, labels)
+    parts = [] if note is None else [f"Warning: {note}."]
+    parts += ['Approximate certified accuracy', table(certified_accuracy_table, radii),
+              'Summary', table(summary_table)]
     if len(logs) > 1: parts += ['Best log per radius (Table 1)', table(best_sigma_table, radii)]
     return parts
 
@@ -737,7 +938,7 @@ def _certify_report(logs:list, radii, render, allow_mixed:bool)->list:
 def _plot_report(logs:list, plot, allow_mixed:bool)->str:
     "Draw and save Figure 6 of the Certify `logs`; the line saying where."
     import matplotlib.pyplot as plt
-    labels = [log_label(log, ('N', 'alpha') if allow_mixed else ()) for log in logs]
+    labels = _report_labels(logs, allow_mixed)
     fig = plot_certified_accuracy(logs, labels, fname=plot, allow_mixed=allow_mixed)
     plt.close(fig)
     return f"Plot: {Path(plot).with_suffix('.png')} and {Path(plot).with_suffix('.pdf')}"
@@ -771,5 +972,8 @@ def analyze(logs:list, # paths of Certify logs or of Predict logs
         if plot is not None:
             raise ValueError('plot: only Certify logs give a certified-accuracy plot')
         return '\n\n'.join(_predict_report(logs, render))
-    parts = _certify_report(logs, radii, render, allow_mixed)
-    return '\n\n'.join(parts + ([] if plot is None else [_plot_report(logs, plot, allow_mixed)]))
+    with warnings.catch_warnings():               # the report says it in its own words
+        warnings.simplefilter('ignore', ExampleSetWarning)
+        parts = _certify_report(logs, radii, render, allow_mixed)
+        if plot is not None: parts.append(_plot_report(logs, plot, allow_mixed))
+    return '\n\n'.join(parts)

@@ -4,8 +4,8 @@
 
 # %% ../nbs/07_certify.ipynb #d16a0c60
 from __future__ import annotations
-import dataclasses, glob, hashlib, json, math, os, re, sys, tempfile
-from contextlib import contextmanager
+import dataclasses, glob, hashlib, inspect, json, math, os, re, sys, tempfile, time, warnings
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,11 +22,13 @@ from .smooth import Smooth, example_generator
 from .train import distributed_env, resolve_device
 
 # %% auto #0
-__all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'RESULT_SETTINGS', 'DEFAULT_UNITS', 'exact_float', 'certify_row', 'predict_row',
+__all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'RESULT_SETTINGS', 'PYTHON_NAMES', 'PROBE_SEED', 'PROBE_SIZE', 'IDENTITY',
+           'DEFAULT_UNITS', 'COMMAND_NAMES', 'COMPILE_AFTER_S', 'exact_float', 'certify_row', 'predict_row',
            'select_indices', 'shard_indices', 'read_log_rows', 'appending_log', 'part_path', 'part_paths', 'merge_logs',
-           'settings_path', 'check_resumable', 'model_fingerprint', 'check_outfile', 'check_fits', 'images_per_forward',
-           'process_group', 'Procedure', 'at_radius_row_result', 'run_dataset', 'certify_dataset', 'predict_dataset',
-           'radius_units', 'certify_command', 'predict_command']
+           'settings_path', 'check_resumable', 'model_fingerprint', 'probe_inputs', 'output_fingerprint',
+           'classifier_identity', 'check_outfile', 'check_labels', 'check_fits', 'images_per_forward', 'process_group',
+           'Procedure', 'at_radius_row_result', 'run_dataset', 'certify_dataset', 'predict_dataset', 'radius_units',
+           'FixedBatch', 'command_fast_path', 'certify_command', 'predict_command']
 
 # %% ../nbs/07_certify.ipynb #a9492b81
 CERTIFY_COLUMNS = ('idx', 'label', 'predict', 'radius', 'correct', 'time',
@@ -48,9 +50,9 @@ def certify_row(idx:int, # dataset index of the example
     prediction = int(result.prediction)
     radius = float(result.radius) if prediction != Smooth.ABSTAIN else 0.0
     counts = (int(result.n0), int(result.n), int(result.nA), int(result.nB))
-    return tsv_line((int(idx), int(label), prediction, exact_float(radius),
-                     int(prediction == int(label)), f'{result.seconds:.4f}', *counts,
-                     exact_float(result.pA_lower)))
+    correct = int(prediction != Smooth.ABSTAIN and prediction == int(label))
+    return tsv_line((int(idx), int(label), prediction, exact_float(radius), correct,
+                     f'{result.seconds:.4f}', *counts, exact_float(result.pA_lower)))
 
 # %% ../nbs/07_certify.ipynb #19aad82f
 def predict_row(idx:int, # dataset index of the example
@@ -59,7 +61,8 @@ def predict_row(idx:int, # dataset index of the example
                ) -> str: # one line of the predict log, newline included
     "One line of the predict log (`PREDICT_COLUMNS`)"
     prediction = int(result.prediction)
-    return tsv_line((int(idx), int(label), prediction, int(prediction == int(label)),
+    correct = int(prediction != Smooth.ABSTAIN and prediction == int(label))
+    return tsv_line((int(idx), int(label), prediction, correct,
                      f'{result.seconds:.4f}', int(result.n), int(result.nA), int(result.nB),
                      exact_float(result.pvalue)))
 
@@ -154,11 +157,27 @@ def merge_logs(outfile, # the log to produce; its existing rows are kept
 # %% ../nbs/07_certify.ipynb #1f289124
 RESULT_SETTINGS = ('command', 'sigma', 'num_classes', 'n0', 'n', 'alpha', 'noise_chunks', 'seed',
                    'bound', 'radius', 'adaptive', 'tolerance', 'skip', 'data_length',
-                   'model_sha256', 'device_type')
+                   'model_sha256', 'device_type', 'amp', 'eval_mode', 'channels_last', 'classes',
+                   'classifier', 'classifier_architecture', 'classifier_outputs')
 _WHY = {'noise_chunks': "each example's noise is drawn min(batch_size, n0), then "
                         "min(batch_size, n) draws at a time: another batch size that changes "
                         "these draws other noise",
-        'device_type': "CPU and CUDA generators draw different noise"}
+        'device_type': "CPU and CUDA generators draw different noise",
+        'classifier_outputs': "another classifier, or other data"}
+_IDENTITY_NAMES = dict(model_sha256="the classifier's parameters and buffers (model_sha256)",
+                       classifier="the classifier's class",
+                       classifier_architecture="the classifier's architecture (structure hash)",
+                       classifier_outputs="the classifier's answers on a probe around data[0]",
+                       classes='the class names')
+PYTHON_NAMES = dict(command='{}_dataset', sigma='Smooth(sigma={!r})',
+                    num_classes='Smooth(num_classes={!r})', amp='Smooth(amp={!r})',
+                    eval_mode='Smooth(eval_mode={!r})', channels_last='Smooth(channels_last={!r})',
+                    n0='n0={!r}', n='n={!r}', alpha='alpha={!r}',
+                    noise_chunks=('batch_size={!r}', 'batch_size'), seed='seed={!r}',
+                    bound='bound={!r}', radius='radius={!r}', adaptive='adaptive={!r}',
+                    tolerance='tolerance={!r}', skip='skip={!r}', data_length='data of {} examples',
+                    device_type="device type {!r}", units='units={!r}') | _IDENTITY_NAMES
+
 
 # %% ../nbs/07_certify.ipynb #cdeba3c4
 def settings_path(outfile, # a log
@@ -167,30 +186,53 @@ def settings_path(outfile, # a log
     return Path(f'{outfile}.json')
 
 # %% ../nbs/07_certify.ipynb #3d748c51
-def _differences(previous:dict, settings:dict, keys) -> str:
+def _shown(value):
+    "A setting's value for a message: a hex digest cut to 12 characters"
+    if isinstance(value, str) and len(value) > 16 and re.fullmatch('[0-9a-f]+', value):
+        return value[:12] + '...'
+    return value
+
+def _difference(k:str, previous:dict, settings:dict, names:dict) -> str:
+    "How the setting `k` differs, named as in `names` (a template such as '--N {}'), else as stored"
+    label = names.get(k)
+    if label is None or '{' not in (label if isinstance(label, str) else label[0]):
+        text = f'{label or k}: {_shown(previous.get(k))!r} there, {_shown(settings.get(k))!r} now'
+    else:
+        template, key = label if isinstance(label, tuple) else (label, k)
+        side = lambda s: template.format(_shown(s[key])) if key in s else '(not recorded)'
+        text = f'{side(previous)} there, {side(settings)} now'
+    return text + (f' ({_WHY[k]})' if k in _WHY else '')
+
+def _differences(previous:dict, settings:dict, keys, names:dict|None=None) -> str:
     "The settings among `keys` that differ, with both values (and why it matters, if not obvious)"
     differ = [k for k in keys if previous.get(k) != settings.get(k)]
-    return '; '.join(f'{k}: {previous.get(k)!r} there, {settings.get(k)!r} now'
-                     + (f' ({_WHY[k]})' if k in _WHY else '') for k in differ)
+    return '; '.join(_difference(k, previous, settings, names or {}) for k in differ)
+
 
 # %% ../nbs/07_certify.ipynb #e952ec85
+def _holds_rows(logs, columns) -> bool:
+    "Whether any of `logs` holds a row (a log of another command, or a corrupt one, counts)"
+    try: return any(read_log_rows(p, columns) for p in logs)
+    except ValueError: return True
+
 def check_resumable(outfile, # the log to write
                     settings:dict, # this run's settings
                     keys, # the settings that must be equal to continue a log
                     columns, # `CERTIFY_COLUMNS` or `PREDICT_COLUMNS`
+                    names:dict|None=None, # how the user named each setting: templates, '--N {}'
                    ) -> dict[int, str]: # the rows done (in `outfile` and its parts), by index
     "Raise unless `outfile` is new or was written with the same `keys` settings; return its rows"
     outfile, saved = Path(outfile), settings_path(outfile)
     logs = [outfile] + part_paths(outfile)
-    if saved.exists():
+    if saved.exists() and _holds_rows(logs, columns):   # settings without rows protect nothing
         try: previous = json.loads(saved.read_text())
         except ValueError as e:
             raise ValueError(f"the settings file {saved} is not valid JSON: {e}") from None
-        if changes := _differences(previous, settings, keys):
-            raise ValueError(f"outfile {outfile} holds a run with different settings ({changes}). "
-                             f"Rerun with the same settings to resume it, or choose another "
-                             f"outfile.")
-    elif any(p.exists() and p.stat().st_size > 0 for p in logs):
+        if changes := _differences(previous, settings, keys, names):
+            raise ValueError(f"outfile {outfile} holds a run with different settings ({changes}; "
+                             f"recorded in {saved.name}). Rerun with the same settings to resume "
+                             f"it, or choose another outfile.")
+    elif not saved.exists() and any(p.exists() and p.stat().st_size > 0 for p in logs):
         raise ValueError(f"outfile {outfile} exists but has no settings file {saved.name}: it was "
                          f"not written by this library. Choose another outfile or delete it.")
     done = {}
@@ -212,6 +254,79 @@ def model_fingerprint(f, # a base classifier
         h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
+# %% ../nbs/07_certify.ipynb #c0a10004
+PROBE_SEED, PROBE_SIZE = 20190208, 32
+
+def probe_inputs(example:torch.Tensor, # one input, as the data gives it (`data[0]`)
+                 size:int=PROBE_SIZE, # inputs in the probe
+                ) -> torch.Tensor: # [size, *example.shape], example's dtype, on the CPU
+    "`example` plus noise from a fixed seed, at scales from 1% to 10x its spread: always the same"
+    x = example.detach().to('cpu', torch.float64)
+    noise = torch.randn((size, *x.shape), generator=torch.Generator().manual_seed(PROBE_SEED),
+                        dtype=torch.float64)
+    spread = float(x.std()) if x.numel() > 1 else 0.0
+    spread = spread if math.isfinite(spread) and spread > 0 else 1.0
+    scales = spread * torch.logspace(-2, 1, size, dtype=torch.float64)
+    return (x + scales.view(-1, *[1] * x.dim()) * noise).to(example.dtype)
+
+# %% ../nbs/07_certify.ipynb #75af4b11
+@contextmanager
+def _eval_mode(f):
+    "`f` in eval mode for the duration, each submodule's mode restored after"
+    training = [m for m in f.modules() if m.training] if isinstance(f, torch.nn.Module) else []
+    for m in training: m.train(False)   # only where needed: exported programs refuse eval()
+    try: yield
+    finally:
+        for m in training: m.train(True)
+
+# %% ../nbs/07_certify.ipynb #c0a10006
+def _top_classes(f, probe:torch.Tensor, eval_mode:bool) -> torch.Tensor:
+    "The top class `f` gives each input of `probe`, one at a time, with torch's generator seeded"
+    device = probe.device
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == 'cuda' else []
+    with _eval_mode(f) if eval_mode else nullcontext(), torch.no_grad(), \
+         torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(PROBE_SEED)
+        if cuda: torch.cuda.manual_seed(PROBE_SEED)
+        return torch.stack([torch.as_tensor(f(z[None])).reshape(-1).argmax().cpu() for z in probe])
+
+def output_fingerprint(f, # a base classifier: any callable from a batch to scores
+                       example:torch.Tensor, # one input as the data gives it (`data[0]`)
+                       device='cpu', # where `f` runs
+                       eval_mode:bool=True, # run a module in eval mode, as `Smooth` samples it
+                      ) -> str: # hex digest of its top classes on `probe_inputs(example)`
+    "SHA-256 of the classes `f` gives on the fixed probe around `example`: what `f` does"
+    classes = _top_classes(f, probe_inputs(example).to(device), eval_mode).to(torch.int64)
+    return hashlib.sha256(classes.numpy().tobytes()).hexdigest()
+
+# %% ../nbs/07_certify.ipynb #c0a10009
+def _class_name(f) -> str:
+    "The qualified name of `f`'s class (and of the function, for a plain function or method)"
+    name = f'{type(f).__module__}.{type(f).__qualname__}'
+    if inspect.isfunction(f) or inspect.ismethod(f):
+        name += f' {getattr(f, "__module__", None)}.{f.__qualname__}'
+    return name
+
+def _architecture(f) -> str|None:
+    "SHA-256 of a module's structure: its `repr` and its graph's code (TorchScript, exported)"
+    if not isinstance(f, torch.nn.Module): return None
+    code = getattr(f, 'code', '')
+    text = re.sub(r' at 0x[0-9a-fA-F]+', '', repr(f)) + (code if isinstance(code, str) else '')
+    return hashlib.sha256(text.encode()).hexdigest()
+
+IDENTITY = ('classifier', 'classifier_architecture', 'model_sha256', 'classifier_outputs')
+
+def classifier_identity(f, # a base classifier
+                        example:torch.Tensor, # one input as the data gives it (`data[0]`)
+                        device='cpu', # where `f` runs
+                        eval_mode:bool=True, # as `Smooth` samples it
+                       ) -> dict: # the settings that identify `f` (`RESULT_SETTINGS`)
+    "What identifies `f` in a log's settings: its class, architecture, parameters and answers"
+    return dict(classifier=_class_name(f), classifier_architecture=_architecture(f),
+                model_sha256=model_fingerprint(f),
+                classifier_outputs=output_fingerprint(f, example, torch.device(device), eval_mode))
+
 # %% ../nbs/07_certify.ipynb #5ee12884
 def check_outfile(outfile, # the log to write
                  ) -> Path:
@@ -229,24 +344,49 @@ def check_outfile(outfile, # the log to write
         raise PermissionError(f"cannot write outfile {outfile}: permission denied")
     return outfile
 
-# %% ../nbs/07_certify.ipynb #75af4b11
-@contextmanager
-def _eval_mode(f):
-    "`f` in eval mode for the duration, each submodule's mode restored after"
-    training = [m for m in f.modules() if m.training] if isinstance(f, torch.nn.Module) else []
-    for m in training: m.train(False)   # only where needed: exported programs refuse eval()
-    try: yield
-    finally:
-        for m in training: m.train(True)
-
 # %% ../nbs/07_certify.ipynb #7f4b10de
-def _example(data, i:int):
-    "Example `i` of `data` as (a floating-point tensor, an int label)"
+def _label_id(label, where:str, num_classes:int) -> int:
+    "`label` as a class id, or a one-line error naming `where` it is, its value and the ids allowed"
+    value = label.tolist() if hasattr(label, 'tolist') else label     # a numpy or torch scalar
+    if isinstance(value, list) and len(value) == 1: value = value[0]
+    integral = (isinstance(value, int) and not isinstance(value, bool)
+                or isinstance(value, float) and value.is_integer())
+    if not integral or not 0 <= value < num_classes:
+        raise ValueError(f"{where} has label {value!r}: labels must be class ids, integers in "
+                         f"[0, {num_classes}) for the {num_classes} classes; map names to ids")
+    return int(value)
+
+def _example(data, i:int, num_classes:int):
+    "Example `i` of `data` as (a floating-point tensor, its label, checked to be a class id)"
     x, label = data[i]
     x = torch.as_tensor(x)
     if not x.is_floating_point():
         raise TypeError(f"data[{i}]'s input must be floating point, got {x.dtype}")
-    return x, int(label)
+    return x, _label_id(label, f"data[{i}]", num_classes)
+
+# %% ../nbs/07_certify.ipynb #c0a10028
+def _coupled(smooth:Smooth, xs:torch.Tensor):
+    "Raise the sampling contract's error if `smooth`'s classifier couples a batch; else nothing"
+    try: from randsmooth.smooth import check_sampling_contract, SamplingContractError
+    except ImportError: return          # an older randsmooth.smooth: no contract check to ask
+    try:
+        check_sampling_contract(smooth.base_classifier, xs, eval_mode=smooth.eval_mode,
+                                sigma=smooth.sigma, amp=smooth.amp, num_classes=smooth.num_classes)
+    except SamplingContractError: raise
+    except Exception: pass              # failing for another reason: the caller says which
+
+# %% ../nbs/07_certify.ipynb #c0a10011
+def check_labels(data, # a Dataset or sequence of (x, label) pairs
+                 indices, # the selected examples
+                 num_classes:int, # the classes of the smoothed classifier
+                ) -> None: # raises a ValueError naming the first bad label's index and value
+    "Check that every label (`data.targets`, or else each selected example's) is a class id"
+    targets = getattr(data, 'targets', None)
+    if targets is not None and len(targets) == len(data):
+        labels = targets.tolist() if hasattr(targets, 'tolist') else list(targets)
+        items = enumerate(labels)
+    else: items = ((i, data[i][1]) for i in indices)
+    for i, label in items: _label_id(label, f"data[{i}]", num_classes)
 
 # %% ../nbs/07_certify.ipynb #5275b895
 def check_fits(smooth:Smooth, # the smoothed classifier
@@ -258,13 +398,12 @@ def check_fits(smooth:Smooth, # the smoothed classifier
         raise TypeError(f"data must be a Dataset or a sequence of (x, label) pairs, "
                         f"got {type(data).__name__}")
     if len(data) == 0: raise ValueError("data holds no examples")
-    x, label = _example(data, 0)
-    if not 0 <= label < smooth.num_classes:
-        raise ValueError(f"data[0] has label {label}, not one of the {smooth.num_classes} classes")
+    x, _ = _example(data, 0, smooth.num_classes)
     try:
         with _eval_mode(smooth.base_classifier), torch.no_grad():
             scores = smooth.base_classifier(x[None].to(device))
     except Exception as e:
+        _coupled(smooth, x[None].to(device))        # a batch-coupled model: say that, not the shape
         raise ValueError(f"the base classifier does not accept inputs of shape {tuple(x.shape)}: "
                          f"{e}") from e
     shape = tuple(getattr(scores, 'shape', ()))
@@ -419,25 +558,51 @@ def _device_of(f) -> torch.device:
     return torch.device('cpu')
 
 # %% ../nbs/07_certify.ipynb #67d00cbe
-def _run_settings(smooth, data, procedure, indices, skip, limit, device, k, about) -> dict:
-    "What the settings file says about a run"
-    world_size = distributed_env()[1]
+def _check_class_names(model_classes:list, data_classes:list):
+    "Refuse a classifier's class names that are not the data's (`data.check_class_names`)"
+    try: from randsmooth.data import check_class_names
+    except ImportError:      # an older randsmooth.data: the same check, without a class map
+        if list(model_classes) != list(data_classes):
+            raise ValueError(f"the classifier's classes {list(model_classes)} are not the data's "
+                             f"{list(data_classes)}") from None
+        return
+    check_class_names(model_classes, data_classes)
+
+def _class_names(data, f) -> list|None:
+    "The class names in id order: the data's (`classes`), else the classifier's; None when unknown"
+    data_names, model_names = getattr(data, 'classes', None), getattr(f, 'classes', None)
+    if data_names is not None and model_names is not None:
+        _check_class_names([str(c) for c in model_names], [str(c) for c in data_names])
+    names = data_names if data_names is not None else model_names
+    return None if names is None else [str(c) for c in names]
+
+def _run_settings(smooth, data, procedure, indices, skip, limit, device, k, about,
+                  recorded=None) -> dict:
+    "What the settings file says about a run: everything that decides a row, then the rest"
+    world_size, f = distributed_env()[1], smooth.base_classifier
+    eval_mode = getattr(smooth, 'eval_mode', True)
+    x0, _ = _example(data, 0, smooth.num_classes)
     run = dict(dataclasses.asdict(procedure), sigma=smooth.sigma, num_classes=smooth.num_classes,
                mode=procedure.mode, noise_chunks=procedure.noise_chunks, skip=skip, limit=limit,
                data_length=len(data), examples=len(indices), device_type=device.type,
-               model_sha256=model_fingerprint(smooth.base_classifier), units=DEFAULT_UNITS)
+               amp=getattr(smooth, 'amp', None), eval_mode=eval_mode,
+               channels_last=getattr(smooth, 'channels_last', None),
+               classes=_class_names(data, f), units=DEFAULT_UNITS)
+    if not set(IDENTITY) <= set(about):       # the commands identify the model as loaded
+        run |= classifier_identity(f, x0.to(device), device, eval_mode)
     started = datetime.now(timezone.utc).isoformat(timespec='seconds')
-    return run | about | dict(images_per_batch=k, world_size=world_size,
-                              columns=list(procedure.columns), started=started,
-                              randsmooth_version=randsmooth.__version__,
-                              torch_version=torch.__version__)
+    execution = dict(images_per_batch=k, world_size=world_size, columns=list(procedure.columns),
+                     started=started, randsmooth_version=randsmooth.__version__,
+                     torch_version=torch.__version__)
+    settings = run | about | (recorded or {}) | execution
+    return json.loads(json.dumps(settings))       # as the file will hold them: lists, not tuples
 
 # %% ../nbs/07_certify.ipynb #8ff34820
 def _sample_rows(log, smooth, data, procedure, todo, k, device, bar):
     "Decide the examples `todo`, `k` at a time, appending their rows to the open `log`"
     for start in range(0, len(todo), k):
         group = todo[start:start + k]
-        examples = [_example(data, i) for i in group]
+        examples = [_example(data, i, smooth.num_classes) for i in group]
         xs = torch.stack([x for x, _ in examples]).to(device)
         generators = [example_generator(procedure.seed, i, device) for i in group]
         for i, (_, label), result in zip(group, examples, procedure.decide(smooth, xs, generators)):
@@ -456,6 +621,9 @@ def run_dataset(smooth:Smooth, # the smoothed classifier
                 device=None, # where to sample; None: where the base classifier is
                 progress:bool=True, # show a progress bar on stderr
                 about:dict|None=None, # more settings to record, compared on resume (dataset, units)
+                names:dict|None=None, # how messages name the settings; None: `PYTHON_NAMES`
+                recorded:dict|None=None, # more to record in the settings file, not compared
+                announce:str|None=None, # a line for stderr once every check has passed
                ) -> Path: # `outfile`, complete
     "Decide every selected example of `data` by `procedure`, one row per example in `outfile`"
     procedure.check(smooth.sigma)
@@ -465,12 +633,24 @@ def run_dataset(smooth:Smooth, # the smoothed classifier
     k = images_per_forward(images_per_batch, procedure.batch_size, draws)
     check_fits(smooth, data, device)
     indices = select_indices(len(data), skip, limit)
-    settings = _run_settings(smooth, data, procedure, indices, skip, limit, device, k, about)
-    done = check_resumable(outfile, settings, RESULT_SETTINGS + tuple(about), procedure.columns)
+    check_labels(data, indices, smooth.num_classes)
+    settings = _run_settings(smooth, data, procedure, indices, skip, limit, device, k, about,
+                             recorded)
+    done = check_resumable(outfile, settings, RESULT_SETTINGS + tuple(about), procedure.columns,
+                           PYTHON_NAMES if names is None else names)
+    if announce and distributed_env()[0] == 0: print(announce, file=sys.stderr)
     placing = (device, k)
     return _execute(smooth, data, outfile, procedure, settings, indices, done, placing, progress)
 
 # %% ../nbs/07_certify.ipynb #219ab898
+def _discard_rowless(outfile, log_path, columns, rank:int):
+    "After a run that failed before any row: remove its header-only log, and (rank 0) its settings"
+    if log_path.exists() and not read_log_rows(log_path, columns): log_path.unlink()
+    logs = [Path(outfile)] + part_paths(outfile)
+    if rank == 0 and not any(read_log_rows(p, columns) for p in logs):
+        for p in logs: p.unlink(missing_ok=True)
+        settings_path(outfile).unlink(missing_ok=True)
+
 def _execute(smooth, data, outfile, procedure, settings, indices, done, placing, progress) -> Path:
     "Sample what is not done yet (`placing`: device, images per group), a part file per rank; merge"
     (device, k), (rank, world_size, _) = placing, distributed_env()
@@ -478,19 +658,23 @@ def _execute(smooth, data, outfile, procedure, settings, indices, done, placing,
     todo = [i for i in share if i not in done]
     if rank == 0:
         saved = settings_path(outfile)
-        first = json.loads(saved.read_text()) if saved.exists() else {}
+        first = json.loads(saved.read_text()) if saved.exists() and done else {}
         started = dict(started=first['started']) if 'started' in first else {}   # of the first run
         atomic_write(settings_path(outfile), json.dumps(settings | started, indent=1) + '\n')
-    with process_group(world_size) as barrier:
-        barrier()   # every rank has read the rows done before any rank writes
-        log_path = outfile if world_size == 1 else part_path(outfile, rank, world_size)
-        with appending_log(log_path, procedure.columns) as log, \
-             tqdm(total=len(share), initial=len(share) - len(todo), desc=procedure.command,
-                  unit='ex', dynamic_ncols=True, disable=not progress or rank != 0) as bar:
-            _sample_rows(log, smooth, data, procedure, todo, k, device, bar)
-        barrier()   # every part is complete
-        if rank == 0: merge_logs(outfile, procedure.columns)
-        barrier()   # every rank can read the merged log
+    log_path = outfile if world_size == 1 else part_path(outfile, rank, world_size)
+    try:
+        with process_group(world_size) as barrier:
+            barrier()   # every rank has read the rows done before any rank writes
+            with appending_log(log_path, procedure.columns) as log, \
+                 tqdm(total=len(share), initial=len(share) - len(todo), desc=procedure.command,
+                      unit='ex', dynamic_ncols=True, disable=not progress or rank != 0) as bar:
+                _sample_rows(log, smooth, data, procedure, todo, k, device, bar)
+            barrier()   # every part is complete
+            if rank == 0: merge_logs(outfile, procedure.columns)
+            barrier()   # every rank can read the merged log
+    except BaseException:     # an error or Ctrl-C: rows written stay to resume; no row, no file
+        if not done: _discard_rowless(outfile, log_path, procedure.columns, rank)
+        raise
     return outfile
 
 # %% ../nbs/07_certify.ipynb #103f13cd
@@ -513,12 +697,16 @@ def certify_dataset(smooth:Smooth, # the smoothed classifier
                     tolerance:float|None=None, # with adaptive: stop once the budget adds less
                     units:str=DEFAULT_UNITS, # what the radii are measured in, for the settings file
                     about:dict|None=None, # more settings to record and compare on resume
+                    names:dict|None=None, # how messages name settings; None: these arguments
+                    recorded:dict|None=None, # more to record (settings file), not compared
+                    announce:str|None=None, # a line for stderr once every check passed
                    ): # the log, a DataFrame (`randsmooth.analyze.read_log`)
     "Certify examples of `data` with `smooth`, a row per example in `outfile`; resumable, shardable"
     procedure = Procedure('certify', n, alpha, batch_size, seed, n0, bound, radius, adaptive,
                           tolerance)
     outfile = run_dataset(smooth, data, outfile, procedure, skip, limit, images_per_batch, device,
-                          progress, {"units": units, **(about or {})})
+                          progress, {"units": units, **(about or {})}, names,
+                          recorded, announce)
     from randsmooth.analyze import read_log
     return read_log(outfile)
 
@@ -537,11 +725,15 @@ def predict_dataset(smooth:Smooth, # the smoothed classifier
                     progress:bool=True, # show a progress bar on stderr
                     units:str=DEFAULT_UNITS, # what the inputs are measured in (settings file)
                     about:dict|None=None, # more settings to record and compare on resume
+                    names:dict|None=None, # how messages name settings; None: these arguments
+                    recorded:dict|None=None, # more to record (settings file), not compared
+                    announce:str|None=None, # a line for stderr once every check passed
                    ): # the log, a DataFrame (`randsmooth.analyze.read_log`)
     "Predict examples of `data` with `smooth` (abstaining when unsure), a row each in `outfile`"
     procedure = Procedure('predict', n, alpha, batch_size, seed)
     outfile = run_dataset(smooth, data, outfile, procedure, skip, limit, images_per_batch, device,
-                          progress, {'units': units, **(about or {})})
+                          progress, {'units': units, **(about or {})}, names,
+                          recorded, announce)
     from randsmooth.analyze import read_log
     return read_log(outfile)
 
@@ -559,7 +751,56 @@ def radius_units(source:str, # the command's DATASET: a name or a path
             f"radii are l2 distances in them, as fed to the model")
 
 # %% ../nbs/07_certify.ipynb #298d43bd
+COMMAND_NAMES = dict(command='rs_{}', sigma='SIGMA {}', num_classes='DATASET with {} classes',
+                     n0='--N0 {}', n='--N {}', alpha='--alpha {}',
+                     noise_chunks=('--batch {}', 'batch_size'), seed='--seed {}',
+                     bound='--bound {}', radius='--radius {}', adaptive='--adaptive {}',
+                     tolerance='--tolerance {}', skip='--skip {}',
+                     data_length='DATASET of {} examples', device_type='--device {}',
+                     dataset='DATASET {}', split='--split {}', resize='--resize {}',
+                     crop='--crop {}',
+                     label_column='--label_column {}', checkpoint='CHECKPOINT {}',
+                     checkpoint_sha256="CHECKPOINT's content (SHA-256)", arch='--arch {}',
+                     units='units {!r}', amp='amp {}', eval_mode='eval_mode {}',
+                     channels_last='channels_last {}') | _IDENTITY_NAMES
+
+# %% ../nbs/07_certify.ipynb #c0a10017
+class FixedBatch(torch.nn.Module):
+    "A model that takes batches of exactly `size` inputs, made to take any batch (split, padded)"
+    def __init__(self, model, # a model taking batches of exactly `size` inputs
+                 size:int, # its batch size
+                ):
+        super().__init__()
+        self.model, self.size = model, check_count(size, 'size', minimum=1)
+        self.training = False       # no eval() on the model: exported programs refuse it
+
+    def forward(self, z):
+        "The model's scores on each input of `z`, whatever its batch size"
+        out = []
+        for start in range(0, len(z), self.size):
+            chunk = z[start:start + self.size]
+            short = self.size - len(chunk)
+            if short: chunk = torch.cat([chunk, chunk[:1].expand(short, *chunk.shape[1:])])
+            out.append(self.model(chunk)[:len(chunk) - short])
+        return torch.cat(out)
+
+# %% ../nbs/07_certify.ipynb #7a3049a8
+def _fixed_batch(model, prog:str, s, example):
+    "`model`, or `FixedBatch(model)` with a note when it was exported with a fixed batch size"
+    try: from randsmooth.models import fixed_batch_size
+    except ImportError: return model     # an older randsmooth.models: nothing to detect it with
+    size = fixed_batch_size(model, example)
+    if size is None: return model
+    if distributed_env()[0] == 0:
+        inputs = 'input' if size == 1 else 'inputs'
+        print(f"{prog}: note: {Path(s.checkpoint).name} takes batches of exactly {size} {inputs} "
+              f"(exported with a fixed batch size): each forward pass of --batch {s.batch} is "
+              f"cut into batches of {size}, the last padded; the scores are the model's "
+              f"(re-export it with a dynamic batch dimension for speed)", file=sys.stderr)
+    return FixedBatch(model, size)
+
 def _command_inputs(s, # `CertifySettings` or `PredictSettings`, checked
+                    prog:str='rs_certify', # the command, for notes
                    ) -> tuple: # (smooth, data, device, about)
     "Load the data and the model of a command's run and describe them for the settings file"
     from randsmooth.data import load_dataset
@@ -571,10 +812,18 @@ def _command_inputs(s, # `CertifySettings` or `PredictSettings`, checked
                               label_column=s.label_column)
     model, meta = load_model(s.checkpoint, arch=s.arch, dataset_info=info, device=device)
     warn_sigma_mismatch(meta.get('sigma'), s.sigma)
+    classes = None if info.classes is None else [str(c) for c in info.classes]
+    if meta.get('classes') is not None and classes is not None:
+        _check_class_names([str(c) for c in meta['classes']], classes)
     about = dict(dataset=s.dataset, split=s.split, resize=s.resize, crop=s.crop,
                  label_column=s.label_column, checkpoint=str(Path(s.checkpoint).resolve()),
                  checkpoint_sha256=file_sha256(s.checkpoint), arch=meta.get('arch') or s.arch,
-                 units=radius_units(s.dataset, info))
+                 units=radius_units(s.dataset, info), classes=classes)
+    try: example = torch.as_tensor(data[0][0]).to(device)      # checked later, by check_fits
+    except Exception: example = None
+    model = _fixed_batch(model, prog, s, example)
+    try: about |= classifier_identity(model, example, device)   # the model as loaded, not a copy
+    except Exception: pass     # a model that does not fit the data: check_fits says why, clearly
     return Smooth(model, info.num_classes, s.sigma), data, device, about
 
 # %% ../nbs/07_certify.ipynb #b6c6164d
@@ -585,16 +834,94 @@ def _report(prog:str, s, log):
         print(f"{prog}: {len(log)} examples in {s.outfile} (settings in {settings})",
               file=sys.stderr)
 
+@contextmanager
+def _ending_on_ctrl_c(prog:str, s, columns):
+    "Ctrl-C: one line saying how many rows are done and how to resume; exit status 130"
+    run = dict(indices=None)
+    try: yield run
+    except KeyboardInterrupt:
+        if distributed_env()[0] == 0:
+            rows = {}
+            for p in [Path(s.outfile)] + part_paths(s.outfile):
+                try: rows.update(read_log_rows(p, columns))
+                except (ValueError, OSError): pass
+            done = len(rows) if run['indices'] is None else len(set(rows) & set(run['indices']))
+            of = '' if run['indices'] is None else f" of {len(run['indices'])}"
+            print(f"{prog}: interrupted after {done}{of} rows; run the same command again to "
+                  "resume", file=sys.stderr)
+        raise SystemExit(130) from None
+
+# %% ../nbs/07_certify.ipynb #c0a10024
+COMPILE_AFTER_S = 60.0     # forward-pass seconds a run must need before torch.compile is tried
+
+def _forward_seconds(f, example:torch.Tensor, batch:int) -> float:
+    "Estimated wall time of one forward pass of `batch` inputs like `example` (timed on <= 32)"
+    b = min(batch, 32)
+    z = example[None].expand(b, *example.shape).contiguous()
+    with torch.inference_mode():
+        start = time.perf_counter(); torch.as_tensor(f(z)).argmax(1).cpu()
+    return (time.perf_counter() - start) * batch / b
+
+def command_fast_path(smooth:Smooth, # the smoothed classifier of the model as loaded
+                      example:torch.Tensor, # one input of the run, on its device
+                      draws:int, # the draws the run makes, all examples together
+                      batch_size:int, # draws per forward pass
+                      fast:bool=True, # False: sample the model as loaded
+                     ) -> tuple: # (the Smooth to sample, what runs: a dict for the settings file)
+    "The commands' default: the exact fast copy of the model (`randsmooth.fast.command_model`)"
+    f = smooth.base_classifier
+    if not fast: return smooth, dict(fast=False, why='fast=False')
+    if isinstance(f, FixedBatch): return smooth, dict(fast=False, why='a fixed-batch model')
+    try: from randsmooth.fast import command_model
+    except ImportError: return smooth, dict(fast=False, why='no randsmooth.fast.command_model')
+    b = min(batch_size, draws)
+    try:
+        with warnings.catch_warnings(record=True) as caught:   # recorded, not printed raw
+            warnings.simplefilter('always')
+            long = -(-draws // b) * _forward_seconds(f, example, b) > COMPILE_AFTER_S
+            copied, what = command_model(f, example, n_draws=draws, batch_size=batch_size,
+                                         compile='auto' if long else False, sigma=smooth.sigma)
+    except Exception as e:       # a model the copy cannot handle: sampled as loaded, saying why
+        return smooth, dict(fast=False, why=f'{type(e).__name__}: {e}')
+    notes = dict(notes=[str(w.message) for w in caught]) if caught else {}
+    return Smooth(copied, smooth.num_classes, smooth.sigma), dict(fast=True, **what, **notes)
+
+# %% ../nbs/07_certify.ipynb #c0a10026
+_SPED = (('fold', 'batch norm folded'), ('relu_in_place', 'ReLUs in place'),
+         ('channels_last', 'channels-last'), ('compile', 'compiled'))
+
+def _fast_line(prog:str, s, what:dict) -> str:
+    "The run's first line: what is sampled"
+    name = Path(s.checkpoint).name
+    if not what['fast']: return f"{prog}: sampling {name} as loaded ({what['why']})"
+    how = ', '.join(label for key, label in _SPED if what.get(key)) or 'nothing to speed up'
+    return (f"{prog}: sampling an exact copy of {name} ({how}; its answers up to rounding)"
+            + ("; --fast False samples it as loaded" if hasattr(s, 'fast') else ''))
+
+def _sampled(prog:str, s, smooth, data, device, examples:int, draws_each:int) -> tuple:
+    "(the Smooth to sample, the settings to record, the run's first line) of a command"
+    try: example = torch.as_tensor(data[0][0]).to(device)
+    except Exception: return smooth, {}, None     # data that does not fit: check_fits says why
+    smooth, what = command_fast_path(smooth, example, max(1, examples * draws_each), s.batch,
+                                     getattr(s, 'fast', True))
+    return smooth, dict(fast=what), None if s.quiet else _fast_line(prog, s, what)
+
 # %% ../nbs/07_certify.ipynb #64401fc2
 def certify_command(s, # `randsmooth.cli.CertifySettings`, checked
                    ) -> Path: # the log
     "What `rs_certify` does: load DATASET and CHECKPOINT, then `certify_dataset`"
-    smooth, data, device, about = _command_inputs(s)
-    log = certify_dataset(smooth, data, s.outfile, n0=s.N0, n=s.N, alpha=s.alpha,
-                          batch_size=s.batch, seed=s.seed, skip=s.skip,
-                          limit=None if s.max == -1 else s.max, bound=s.bound,
-                          images_per_batch=s.images_per_batch, device=device, progress=not s.quiet,
-                          radius=s.radius, adaptive=s.adaptive, tolerance=s.tolerance, about=about)
+    with _ending_on_ctrl_c('rs_certify', s, CERTIFY_COLUMNS) as run:
+        smooth, data, device, about = _command_inputs(s, 'rs_certify')
+        limit = None if s.max == -1 else s.max
+        run['indices'] = select_indices(len(data), s.skip, limit)
+        smooth, recorded, line = _sampled('rs_certify', s, smooth, data, device,
+                                          len(run['indices']), s.N0 + s.N)
+        log = certify_dataset(smooth, data, s.outfile, n0=s.N0, n=s.N, alpha=s.alpha,
+                              batch_size=s.batch, seed=s.seed, skip=s.skip, limit=limit,
+                              bound=s.bound, images_per_batch=s.images_per_batch, device=device,
+                              progress=not s.quiet, radius=s.radius, adaptive=s.adaptive,
+                              tolerance=s.tolerance, about=about, names=COMMAND_NAMES,
+                              recorded=recorded, announce=line)
     _report('rs_certify', s, log)
     return Path(s.outfile)
 
@@ -602,11 +929,17 @@ def certify_command(s, # `randsmooth.cli.CertifySettings`, checked
 def predict_command(s, # `randsmooth.cli.PredictSettings`, checked
                    ) -> Path: # the log
     "What `rs_predict` does: load DATASET and CHECKPOINT, then `predict_dataset`"
-    smooth, data, device, about = _command_inputs(s)
-    log = predict_dataset(smooth, data, s.outfile, n=s.N, alpha=s.alpha, batch_size=s.batch,
-                          seed=s.seed, skip=s.skip, limit=None if s.max == -1 else s.max,
-                          images_per_batch=s.images_per_batch, device=device,
-                          progress=not s.quiet, about=about)
+    with _ending_on_ctrl_c('rs_predict', s, PREDICT_COLUMNS) as run:
+        smooth, data, device, about = _command_inputs(s, 'rs_predict')
+        limit = None if s.max == -1 else s.max
+        run['indices'] = select_indices(len(data), s.skip, limit)
+        smooth, recorded, line = _sampled('rs_predict', s, smooth, data, device,
+                                          len(run['indices']), s.N)
+        log = predict_dataset(smooth, data, s.outfile, n=s.N, alpha=s.alpha, batch_size=s.batch,
+                              seed=s.seed, skip=s.skip, limit=limit,
+                              images_per_batch=s.images_per_batch, device=device,
+                              progress=not s.quiet, about=about, names=COMMAND_NAMES,
+                              recorded=recorded, announce=line)
     _report('rs_predict', s, log)
     return Path(s.outfile)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb #dabcf772
 from __future__ import annotations
-import os, functools
+import os, functools, numbers, re
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -15,8 +15,9 @@ from .theory import check_count, check_positive
 # %% auto #0
 __all__ = ['DATASETS', 'DATA_ENV', 'IMAGENET_ENV', 'DEFAULT_DATA_DIR', 'DIGITS_TEST_FRACTION', 'DIGITS_SPLIT_SEED',
            'SYNTHETIC_SEEDS', 'SYNTHETIC_SIZES', 'IMAGE_STATS_SAMPLE', 'DatasetInfo', 'check_dataset', 'dataset_info',
-           'resolve_data_dir', 'TensorPairs', 'synthetic_boundary', 'synthetic_distance', 'make_synthetic',
-           'standard_transform', 'expected_files', 'get_dataset', 'channel_stats', 'image_transform', 'load_dataset']
+           'resolve_data_dir', 'check_label', 'check_labels', 'TensorPairs', 'synthetic_boundary', 'synthetic_distance',
+           'make_synthetic', 'standard_transform', 'expected_files', 'get_dataset', 'channel_stats', 'image_transform',
+           'load_dataset', 'check_class_names']
 
 # %% ../nbs/03_data.ipynb #27632879
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class DatasetInfo:
     name:str # the dataset's name (one of `DATASETS`), or the path it was read from
     num_classes:int # number of classes
     input_shape:tuple # shape of one input, e.g. (3, 32, 32)
-    classes:tuple|None # class names in label order (None: unknown, e.g. ImageNet's)
+    classes:tuple|None # class names in id order (None: unknown, e.g. ImageNet's, or ids only)
     mean:tuple|None # per-channel mean of the inputs (pixels in [0, 1]); None if unknown
     std:tuple|None # per-channel standard deviation of the inputs; None if unknown
 
@@ -90,24 +91,79 @@ def resolve_data_dir(name:str, # the dataset's name, one of `DATASETS`
     root = _data_root(data_dir)
     return root if (root/'train').is_dir() or (root/'val').is_dir() else root/'imagenet'
 
+# %% ../nbs/03_data.ipynb #7569a551
+def _allowed(num_classes)->str:
+    "What a label may be, for messages."
+    return "integers >= 0" if num_classes is None else f"integers in [0, {num_classes})"
+
+def check_label(label, # one label: a Python, NumPy or 0-d tensor integer
+                num_classes:int|None=None, # labels must be below it; None: any integer >= 0
+                name:str='label', # where it came from (`data[3]`, a file), for messages
+               )->int: # the label as a Python `int`
+    "`label` as an `int` if it is a class id in $[0, k)$, else a one-line `ValueError` saying why."
+    value = label
+    if isinstance(label, (torch.Tensor, np.ndarray)) and label.ndim == 0: value = label.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        hint = ("; class names must be mapped to their ids first (the index of the name in the "
+                "data's classes)" if isinstance(value, (str, bytes, np.str_)) else "")
+        raise ValueError(f"{name}: label {value!r} ({type(value).__name__}) is not a class id; "
+                         f"labels must be {_allowed(num_classes)}{hint}")
+    value = int(value)
+    if value < 0 or (num_classes is not None and value >= num_classes):
+        raise ValueError(f"{name}: label {value} is not a class id; labels must be "
+                         f"{_allowed(num_classes)}")
+    return value
+
+# %% ../nbs/03_data.ipynb #6d908e3f
+def _first_bad(a:np.ndarray, ok:np.ndarray)->str:
+    "The first value of `a` where `ok` is False, with its index, for messages."
+    i = int(np.flatnonzero(~ok)[0])
+    return f"{a[i].item() if hasattr(a[i], 'item') else a[i]!r} at index {i}"
+
+def check_labels(labels, # class ids: a sequence, NumPy array or tensor of shape (n,)
+                 num_classes:int|None=None, # labels must be below it; None: any integer >= 0
+                 name:str='labels', # where they came from (a file and its key, an argument)
+                )->torch.Tensor: # the labels, int64, shape (n,)
+    "`labels` as an int64 tensor if every one is a class id in $[0, k)$, else a `ValueError`."
+    a = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if a.ndim != 1:
+        raise ValueError(f"{name}: labels must have shape (n,), got {tuple(a.shape)}")
+    if a.dtype.kind not in 'iu':
+        whole = ((np.isfinite(a) & (a == np.round(a))) if a.dtype.kind == 'f'
+                 else np.zeros(len(a), bool))
+        if a.dtype.kind == 'b' or not whole.all():
+            what = 'class names' if a.dtype.kind in 'USO' else f'{a.dtype} values'
+            raise ValueError(f"{name}: labels must be class ids ({_allowed(num_classes)}), got "
+                             f"{what} ({_first_bad(a, whole)})")
+    a = a.astype(np.int64)
+    ok = (a >= 0) & (a < (num_classes if num_classes is not None else np.iinfo(np.int64).max))
+    if not ok.all():
+        raise ValueError(f"{name}: label {_first_bad(a, ok)} is not a class id; labels must be "
+                         f"{_allowed(num_classes)}")
+    return torch.from_numpy(a)
+
 # %% ../nbs/03_data.ipynb #4886b5f7
 class TensorPairs(Dataset):
     "Inputs and integer labels held in memory as tensors; item `i` is `(data[i], int(targets[i]))`."
     def __init__(self,
                  data:torch.Tensor, # inputs, shape (n, *input_shape), float
-                 targets:torch.Tensor, # labels, shape (n,), integer
-                 classes:tuple, # class names in label order
+                 targets:torch.Tensor, # labels, shape (n,): class ids in [0, number of classes)
+                 classes:tuple|int, # class names in id order, or the number of classes (no names)
                 ):
         if len(data) != len(targets):
             raise ValueError(f"targets: expected {len(data)} labels (one per input), got "
                              f"{len(targets)}")
-        self.data, self.targets, self.classes = data.float(), targets.long(), tuple(classes)
+        named = not isinstance(classes, int)
+        self.classes = tuple(classes) if named else None
+        self.num_classes = len(self.classes) if named else classes
+        self.data = data.float()
+        self.targets = check_labels(targets, self.num_classes, 'targets')
     def __len__(self): return len(self.data)
     def __getitem__(self, i): return self.data[i], int(self.targets[i])
     def __repr__(self):
         shape = tuple(self.data.shape[1:])
         name = type(self).__name__
-        return f"{name}(n={len(self)}, input_shape={shape}, classes={len(self.classes)})"
+        return f"{name}(n={len(self)}, input_shape={shape}, classes={self.num_classes})"
 
 # %% ../nbs/03_data.ipynb #7a354ff1
 DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED = 0.25, 0
@@ -329,18 +385,28 @@ def channel_stats(x:torch.Tensor, # a batch of inputs, shape (n, channels, ...) 
     return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
 
 # %% ../nbs/03_data.ipynb #a7c96051
-def _derived_info(source:Path, x_fit:torch.Tensor, labels:list, classes)->DatasetInfo:
-    "A `DatasetInfo` for data from `source`: statistics of `x_fit`, classes from the labels."
+def _derived_info(source:Path, x_fit:torch.Tensor, labels:list, classes,
+                  num_classes:int|None=None)->DatasetInfo:
+    "A `DatasetInfo` for data from `source`: statistics of `x_fit`, classes from names or labels."
     k = max(int(y.max()) + 1 for y in labels if len(y))
     if classes is not None:
         classes = tuple(str(c) for c in classes)
-        if len(classes) < k:
-            raise ValueError(f"{source}: labels go up to {k - 1} but {len(classes)} class names")
+        if num_classes is not None and num_classes != len(classes):
+            raise ValueError(f"num_classes: {source} names {len(classes)} classes "
+                             f"({_shown(classes)}), not {num_classes}")
         k = len(classes)
+    elif num_classes is not None: k = num_classes
+    for y in labels: check_labels(y, k, str(source))
     if k < 2:
         raise ValueError(f"{source}: the labels name only {k} class; a classifier needs at least 2")
-    classes = classes or tuple(str(i) for i in range(k))
     return DatasetInfo(str(source), k, tuple(x_fit.shape[1:]), classes, *channel_stats(x_fit))
+
+# %% ../nbs/03_data.ipynb #5b0c1f3e
+def _shown(names, at_most:int=8)->str:
+    "Names for a message: the first `at_most`, and how many more."
+    names = [str(n) for n in names]
+    more = f", ... ({len(names)} in all)" if len(names) > at_most else ''
+    return ', '.join(names[:at_most]) + more
 
 # %% ../nbs/03_data.ipynb #7d6e89ff
 def _as_tensor(a, path:Path, key:str)->torch.Tensor:
@@ -355,6 +421,11 @@ def _as_tensor(a, path:Path, key:str)->torch.Tensor:
 def _as_inputs(x, path:Path, key:str)->torch.Tensor:
     "Float inputs from an array: `uint8` pixels are divided by 255, floats are kept as they are."
     x = _as_tensor(x, path, key)
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        raise ValueError(f"{path}: {key} has shape {tuple(x.shape)}, which looks channels-last "
+                         "(n, height, width, channels); images must be (n, channels, height, "
+                         f"width): store {key}.transpose(0, 3, 1, 2) (NumPy) or "
+                         f"{key}.permute(0, 3, 1, 2) (torch) instead")
     if x.dtype == torch.uint8: return x.float() / 255
     if not x.is_floating_point():
         raise TypeError(f"{path}: {key} must hold floats or uint8 pixels, got {x.dtype}")
@@ -364,13 +435,8 @@ def _as_inputs(x, path:Path, key:str)->torch.Tensor:
 
 # %% ../nbs/03_data.ipynb #28a9b710
 def _as_labels(y, path:Path, key:str)->torch.Tensor:
-    "Integer labels >= 0 of shape (n,) from an array."
-    y = _as_tensor(y, path, key)
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"{path}: {key} must hold integer labels, got {y.dtype}")
-    if y.ndim != 1 or (y < 0).any():
-        raise ValueError(f"{path}: {key} must be integer labels >= 0 of shape (n,)")
-    return y.long()
+    "Integer labels >= 0 of shape (n,) from an array (their upper bound is checked with the info)."
+    return check_labels(y, None, f"{path}: {key}")
 
 # %% ../nbs/03_data.ipynb #8ca41ac9
 _SPLIT_KEYS = {'train': ('x_train', 'y_train'), 'test': ('x_test', 'y_test')}
@@ -400,7 +466,11 @@ def _read_arrays(path:Path)->dict:
     return obj
 
 # %% ../nbs/03_data.ipynb #3b1ee7cd
-def _tensor_data(path:Path, split:str)->tuple:
+def _id_names(k:int)->tuple:
+    "Names for classes known only by id: '0', '1', ..."
+    return tuple(str(i) for i in range(k))
+
+def _tensor_data(path:Path, split:str, num_classes:int|None=None)->tuple:
     "`(TensorPairs, DatasetInfo)` for `split` of a `.npz` / `.pt` file (train statistics)."
     arrays = _read_arrays(path)
     x, y = _pick_split(arrays, split, path)
@@ -408,22 +478,22 @@ def _tensor_data(path:Path, split:str)->tuple:
     has_other = any(k in arrays for k in _SPLIT_KEYS[other])
     x_other, y_other = _pick_split(arrays, other, path) if has_other else (x, y)
     info = _derived_info(path, x_other if other == 'train' else x, [y, y_other],
-                         arrays.get('classes'))
-    return TensorPairs(x, y, info.classes), info
+                         arrays.get('classes'), num_classes)
+    return TensorPairs(x, y, info.classes or info.num_classes), info
 
 # %% ../nbs/03_data.ipynb #d44fc74d
 def _csv_labels(labels, path:Path)->tuple:
     "`(integer labels, class names or None)` from a CSV's label column."
     import pandas as pd
-    if pd.api.types.is_integer_dtype(labels): return labels.to_numpy(dtype=np.int64), None
-    if pd.api.types.is_numeric_dtype(labels):
-        raise TypeError(f"{path}: labels must be integers or names")
-    classes = sorted(labels.astype(str).unique())
-    return labels.astype(str).map({c: i for i,
-                                   c in enumerate(classes)}).to_numpy(dtype=np.int64), classes
+    name = f"{path}: column {labels.name!r}"
+    if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
+        classes = sorted(labels.astype(str).unique())
+        ids = labels.astype(str).map({c: i for i, c in enumerate(classes)})
+        return ids.to_numpy(dtype=np.int64), classes
+    return check_labels(labels.to_numpy(), None, name).numpy(), None
 
 # %% ../nbs/03_data.ipynb #0d755f8c
-def _csv_data(path:Path, label_column:str)->tuple:
+def _csv_data(path:Path, label_column:str, num_classes:int|None=None)->tuple:
     "`(TensorPairs, DatasetInfo)` from a CSV of numeric features and a label column."
     import pandas as pd
     try: df = pd.read_csv(path)
@@ -439,9 +509,9 @@ def _csv_data(path:Path, label_column:str)->tuple:
         raise ValueError(f"{path}: has missing values; fill or drop them first")
     labels, classes = _csv_labels(df[label_column], path)
     x = _as_inputs(features.to_numpy(dtype=np.float32), path, 'features')
-    y = _as_labels(labels, path, label_column)
-    info = _derived_info(path, x, [y], classes)
-    return TensorPairs(x, y, info.classes), info
+    y = _as_labels(labels, path, f"column {label_column!r}")
+    info = _derived_info(path, x, [y], classes, num_classes)
+    return TensorPairs(x, y, info.classes or info.num_classes), info
 
 # %% ../nbs/03_data.ipynb #9620eb1a
 _SPLIT_FOLDERS = {'train': ('train',), 'test': ('test', 'val')}
@@ -463,6 +533,18 @@ def image_transform(resize:int|None=None, # resize the shorter side to this many
     steps = ([v2.Resize(resize)] if resize else []) + ([v2.CenterCrop(crop)] if crop else [])
     return v2.Compose(steps + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
 
+# %% ../nbs/03_data.ipynb #4f1d2a6b
+_INTEGER_NAME = re.compile(r'0|[1-9][0-9]*')
+
+def _folder_classes(names, # the class folders' names
+                    num_classes:int|None=None, # the number of classes, if given
+                   )->list: # class names in id order
+    "Class names in id order: integer names are their own ids ('10' is class 10), others sorted."
+    names = sorted(set(names))
+    if not names or not all(_INTEGER_NAME.fullmatch(n) for n in names): return names
+    k = max(int(n) for n in names) + 1
+    return list(_id_names(max(k, num_classes or 0)))
+
 # %% ../nbs/03_data.ipynb #ae13e89b
 def _relabel(ds, classes:list):
     "Make `ds`'s labels index `classes` (a superset of its own class names)."
@@ -482,10 +564,39 @@ def _image_folder_dataset(folder:Path, transform, classes:list):
                          f"images per class, e.g. {folder}/cat/1.png): {e}") from None
     return _relabel(ds, classes)
 
+# %% ../nbs/03_data.ipynb #2a7b3c4d
+_GRAY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')
+
+def _load_image(path:str, mode:str):
+    "The image at `path`, converted to PIL mode `mode` ('L' or 'RGB')."
+    from PIL import Image
+    with open(path, 'rb') as f: return Image.open(f).convert(mode)
+
+def _image_channels(datasets:list, channels:int|str|None)->int:
+    "`channels` (None: 3); for 'auto', 1 if every image of `datasets` (all splits) is gray, else 3."
+    if channels != 'auto': return channels or 3
+    from PIL import Image
+    for ds in datasets:
+        for path, _ in ds.samples:
+            with Image.open(path) as im:
+                if im.mode not in _GRAY_MODES: return 3
+    return 1
+
+# %% ../nbs/03_data.ipynb #2b8c9d0e
+def _other_splits(splits:dict, loaded:list, classes:list)->list:
+    "The split folders not in `loaded`, as datasets (skipping unreadable ones), to be scanned."
+    roots = {Path(d.root) for d in loaded}
+    others = []
+    for root in splits.values():
+        if root in roots: continue
+        try: others.append(_image_folder_dataset(root, None, classes))
+        except ValueError: pass                   # refused when that split itself is loaded
+    return others
+
 # %% ../nbs/03_data.ipynb #d45a8c02
 IMAGE_STATS_SAMPLE = 256
 
-def _image_info(folder:Path, ds)->DatasetInfo:
+def _image_info(folder:Path, ds, num_classes:int|None=None)->DatasetInfo:
     "A `DatasetInfo` from up to `IMAGE_STATS_SAMPLE` images of `ds`, spread evenly."
     idx = np.unique(np.linspace(0, len(ds) - 1, min(len(ds),
                                                     IMAGE_STATS_SAMPLE)).round().astype(int))
@@ -493,25 +604,33 @@ def _image_info(folder:Path, ds)->DatasetInfo:
     shapes = sorted({tuple(x.shape) for x in xs})
     if len(shapes) > 1:
         raise ValueError(f"{folder}: images have shapes {shapes[:3]}; pass resize and crop")
-    return _derived_info(folder, torch.stack(xs), [torch.tensor(ds.targets)], ds.classes)
+    return _derived_info(folder, torch.stack(xs), [torch.tensor(ds.targets)], ds.classes,
+                         num_classes)
 
 # %% ../nbs/03_data.ipynb #b59c1393
-def _image_data(folder:Path, split:str, resize:int|None, crop:int|None)->tuple:
+def _image_data(folder:Path, split:str, resize:int|None, crop:int|None,
+                num_classes:int|None=None, channels:int|str|None=None)->tuple:
     "`(ImageFolder, DatasetInfo)` for `split` of an image folder; statistics from its train split."
     splits = _split_folders(folder)
     if splits and split not in splits:
         expected = ' or '.join(f'{folder/n}/' for n in _SPLIT_FOLDERS[split])
         raise FileNotFoundError(f"{folder} has split folders, none for split {split!r}: {expected}")
     roots = list(splits.values()) or [folder]
-    classes = sorted({p.name for r in roots for p in r.iterdir() if p.is_dir()})
+    classes = _folder_classes([p.name for r in roots for p in r.iterdir() if p.is_dir()],
+                              num_classes)
     transform = image_transform(resize, crop)
     ds = _image_folder_dataset(splits.get(split, folder), transform, classes)
     fit = _image_folder_dataset(splits['train'], transform,
                                 classes) if split == 'test' and 'train' in splits else ds
-    return ds, _image_info(folder, fit)
+    auto = channels == 'auto'
+    scanned = [ds, fit] + (_other_splits(splits, [ds, fit], classes) if auto else [])
+    mode = 'L' if _image_channels(scanned, channels) == 1 else 'RGB'
+    for d in {id(ds): ds, id(fit): fit}.values():
+        d.loader = functools.partial(_load_image, mode=mode)
+    return ds, _image_info(folder, fit, num_classes)
 
 # %% ../nbs/03_data.ipynb #97863db6
-def _check_load_args(split, resize, crop, label_column):
+def _check_load_args(split, resize, crop, label_column, num_classes, channels):
     "Check `load_dataset`'s arguments that need no file."
     if split not in ('train', 'test'):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -520,15 +639,23 @@ def _check_load_args(split, resize, crop, label_column):
             raise ValueError(f"{name} must be a positive number of pixels or None, got {v!r}")
     if not isinstance(label_column, str):
         raise TypeError(f"label_column must be a column name, got {label_column!r}")
+    bad_k = not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2
+    if num_classes is not None and bad_k:
+        raise ValueError(f"num_classes must be an integer >= 2 or None, got {num_classes!r}")
+    if channels not in (None, 1, 3, 'auto') or isinstance(channels, bool):
+        raise ValueError(f"channels must be 1 (grayscale), 3 (RGB), 'auto' (1 if every image is "
+                         f"grayscale) or None (3), got {channels!r}")
 
 # %% ../nbs/03_data.ipynb #cef7b46d
-def _path_data(path:Path, split:str, resize:int|None, crop:int|None, label_column:str)->tuple:
+def _path_data(path:Path, split:str, resize:int|None, crop:int|None, label_column:str,
+               num_classes:int|None=None, channels:int|str|None=None)->tuple:
     "`(dataset, info)` from an image folder, a tensor or NumPy file, or a CSV."
-    if path.is_dir(): return _image_data(path, split, resize, crop)
-    if resize or crop:
-        raise ValueError(f"resize, crop: they are for image folders, and {path} is a file")
-    if path.suffix.lower() in ('.npz', '.pt', '.pth'): return _tensor_data(path, split)
-    if path.suffix.lower() == '.csv': return _csv_data(path, label_column)
+    if path.is_dir(): return _image_data(path, split, resize, crop, num_classes, channels)
+    if resize or crop or channels is not None:
+        raise ValueError(f"resize, crop, channels: they are for image folders, and {path} is a "
+                         "file")
+    if path.suffix.lower() in ('.npz', '.pt', '.pth'): return _tensor_data(path, split, num_classes)
+    if path.suffix.lower() == '.csv': return _csv_data(path, label_column, num_classes)
     raise ValueError(f"source: unknown data format {path.suffix or '(no suffix)'!r} of {path}; use "
                      "an image folder (ImageFolder layout), .npz, .pt/.pth or .csv")
 
@@ -541,12 +668,19 @@ def load_dataset(source:str|Path, # a name in `DATASETS`, or a path (image folde
                  resize:int|None=None, # image folders: resize the shorter side to this many pixels
                  crop:int|None=None, # image folders: then take the centred `crop` × `crop` square
                  label_column:str='label', # CSV files: the column holding the labels
+                 num_classes:int|None=None, # files: the number of classes; None: from names/labels
+                 channels:int|str|None=None, # image folders: 1, 3, 'auto' (1 if all gray); None: 3
                 )->tuple: # `(dataset, info)`: items `(float tensor, int label)`; a `DatasetInfo`
     "A dataset by name or from a path, with what a model for it needs to know."
-    _check_load_args(split, resize, crop, label_column)
+    _check_load_args(split, resize, crop, label_column, num_classes, channels)
     if isinstance(source, str) and source in DATASETS:
-        if resize or crop: raise ValueError(f"resize, crop: {source} has its standard transform")
-        return get_dataset(source, split, data_dir, download), dataset_info(source)
+        if resize or crop or channels is not None:
+            raise ValueError(f"resize, crop, channels: {source} has its standard transform")
+        info = dataset_info(source)
+        if num_classes not in (None, info.num_classes):
+            raise ValueError(f"num_classes: {source} has {info.num_classes} classes, not "
+                             f"{num_classes}")
+        return get_dataset(source, split, data_dir, download), info
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be a name or a path, got {source!r}")
     path = Path(source).expanduser()
@@ -555,4 +689,46 @@ def load_dataset(source:str|Path, # a name in `DATASETS`, or a path (image folde
                                 f"({', '.join(DATASETS)}) nor a path")
     if download:
         raise ValueError(f"download: only named datasets are downloaded; {source} is a path")
-    return _path_data(path, split, resize, crop, label_column)
+    return _path_data(path, split, resize, crop, label_column, num_classes, channels)
+
+# %% ../nbs/03_data.ipynb #3e8f9012
+def _check_class_map(class_map, argname:str)->dict|None:
+    "`class_map` if it is None or a dict of names to names."
+    if class_map is None: return None
+    if not isinstance(class_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in class_map.items()):
+        raise TypeError(f"{argname} must map data class names to model class names (a dict of "
+                        f"str to str), got {class_map!r}")
+    return class_map
+
+def check_class_names(model_classes, # the model's class names in id order (None: unknown)
+                      data_classes, # the data's class names in id order (None: unknown)
+                      class_map:dict|None=None, # data name -> model name, where they differ
+                      argname:str='class_map', # how the caller spells `class_map`, for messages
+                     )->list|None: # the model id of each data id; None: names unknown, not checked
+    "Refuse data whose class names are not the model's, unless `class_map` maps them."
+    class_map = _check_class_map(class_map, argname)
+    if model_classes is None or data_classes is None:
+        if class_map is not None:
+            side = "model's" if model_classes is None else "data's"
+            raise ValueError(f"{argname}: the {side} class names are unknown, so data classes "
+                             "cannot be mapped to model classes by name; leave it out")
+        return None
+    model, data = [str(c) for c in model_classes], [str(c) for c in data_classes]
+    if class_map is None:
+        if model == data: return list(range(len(data)))
+        raise ValueError(f"the model's classes ({_shown(model)}) are not the data's "
+                         f"({_shown(data)}): its class ids would be read as other classes. If "
+                         f"the data's classes are the model's under other names or in another "
+                         f"order, pass {argname} (data name -> model name, e.g. "
+                         f"{{{data[0]!r}: {model[0]!r}}}) with every data class")
+    unknown = [k for k in class_map if k not in data] + [v for v in class_map.values()
+                                                         if v not in model]
+    if unknown:
+        raise ValueError(f"{argname}: {unknown[0]!r} is not a class of the "
+                         f"{'data' if unknown[0] in class_map else 'model'} (data: "
+                         f"{_shown(data)}; model: {_shown(model)})")
+    if unmapped := [c for c in data if c not in class_map]:
+        raise ValueError(f"{argname} maps no model class to the data's {_shown(unmapped)}; map "
+                         "every data class")
+    return [model.index(class_map[c]) for c in data]

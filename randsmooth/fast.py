@@ -4,14 +4,18 @@
 
 # %% ../nbs/11_fast.ipynb #bc57672e
 from __future__ import annotations
-import operator, warnings
+import copy, hashlib, json, operator, os, time, warnings
+from pathlib import Path
+from contextlib import nullcontext
 import torch
 from torch import nn
 import torch.fx
-import torch.fx.experimental.optimization
+from .theory import check_count, check_positive
+from .smooth import example_generator
 
 # %% auto #0
-__all__ = ['relu_in_place', 'inference_copy']
+__all__ = ['relu_in_place', 'fold_batch_norm', 'inference_copy', 'compile_pays', 'command_model', 'bf16_speed_note',
+           'certify_breakdown']
 
 # %% ../nbs/11_fast.ipynb #585a2df7
 _FRESH_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear,
@@ -47,11 +51,126 @@ def relu_in_place(gm:torch.fx.GraphModule # a traced module
     gm.recompile()
     return gm
 
+# %% ../nbs/11_fast.ipynb #00c3a5c8
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# the layers a batch norm folds into: the batch norm's class and the rank of the layer's output
+_FOLDS_INTO = {nn.Conv1d: (nn.BatchNorm1d, 3), nn.Conv2d: (nn.BatchNorm2d, 4),
+               nn.Conv3d: (nn.BatchNorm3d, 5), nn.Linear: (nn.BatchNorm1d, 2)}
+_HOOKS = ('_forward_hooks', '_forward_pre_hooks', '_backward_hooks', '_backward_pre_hooks')
+
+# %% ../nbs/11_fast.ipynb #c8971df0
+def _plain(m:nn.Module)->bool:
+    "Whether `m` has no hooks (a hook would be lost when `m` is replaced)."
+    return not any(getattr(m, h, None) for h in _HOOKS)
+
+def _foldable_bn(bn:nn.Module)->bool:
+    "An eval-mode batch norm of PyTorch's own classes with running statistics, and no hooks."
+    return (type(bn) in _BATCH_NORMS and not bn.training and bn.track_running_stats
+            and bn.running_mean is not None and bn.running_var is not None and _plain(bn))
+
+# %% ../nbs/11_fast.ipynb #bf5f193e
+def _folded(layer:nn.Module, bn:nn.Module)->nn.Module:
+    "A new layer computing `bn(layer(z))` (eval mode), its parameters computed in float64."
+    scale = bn.running_var.double().add(bn.eps).rsqrt()
+    if bn.weight is not None: scale = scale * bn.weight.double()
+    shift = -bn.running_mean.double() * scale
+    if bn.bias is not None: shift = shift + bn.bias.double()
+    w = layer.weight.double() * scale.view(-1, *[1] * (layer.weight.ndim - 1))
+    b = shift if layer.bias is None else layer.bias.double() * scale + shift
+    new = copy.deepcopy(layer)
+    new.weight = nn.Parameter(w.to(layer.weight.dtype), requires_grad=False)
+    new.bias = nn.Parameter(b.to(layer.weight.dtype), requires_grad=False)
+    return new
+
+# %% ../nbs/11_fast.ipynb #ef6564ab
+def _fold_site(gm:torch.fx.GraphModule, node, ranks:dict):
+    "(layer node, layer, batch norm) to fold at the batch-norm call `node`; None where unsafe."
+    if node.op != 'call_module' or len(node.args) != 1 or node.kwargs: return None
+    bn, prev = gm.get_submodule(node.target), node.args[0]
+    if not _foldable_bn(bn) or not isinstance(prev, torch.fx.Node): return None
+    if prev.op != 'call_module' or len(prev.users) != 1: return None   # the BN is its sole user
+    layer = gm.get_submodule(prev.target)
+    kind, rank = _FOLDS_INTO.get(type(layer), (None, None))
+    if kind is not type(bn) or not _plain(layer): return None
+    channels = layer.out_features if type(layer) is nn.Linear else layer.out_channels
+    if channels != bn.num_features: return None
+    if kind is nn.BatchNorm1d and ranks.get(prev.name) != rank: return None
+    return prev, layer, bn
+
+# %% ../nbs/11_fast.ipynb #7853f054
+def _output_ranks(gm:torch.fx.GraphModule, probe)->dict:
+    "Each node's output rank on `probe` (empty where there is no probe or it cannot be run)."
+    if probe is None: return {}
+    interpreter = torch.fx.Interpreter(gm)
+    ranks, run_node = {}, interpreter.run_node
+    def record(n):
+        out = run_node(n)
+        if torch.is_tensor(out): ranks[n.name] = out.ndim
+        return out
+    interpreter.run_node = record
+    try:
+        with torch.no_grad(): interpreter.run(probe)
+    except Exception: return {}
+    return ranks
+
+# %% ../nbs/11_fast.ipynb #c67ff0cd
+def fold_batch_norm(gm:torch.fx.GraphModule, # a traced module (modified: pass a copy)
+                    probe:torch.Tensor|None=None, # inputs; needed only to fold a BatchNorm1d
+                   )->torch.fx.GraphModule: # the same module, recompiled
+    "Fold each eval-mode batch norm into the conv/linear call whose only user it is (a new layer)."
+    needs_ranks = any(n.op == 'call_module' and type(gm.get_submodule(n.target)) is nn.BatchNorm1d
+                      for n in gm.graph.nodes)
+    ranks = _output_ranks(gm, probe) if needs_ranks else {}
+    for i, node in enumerate(list(gm.graph.nodes)):
+        site = _fold_site(gm, node, ranks)
+        if site is None: continue
+        prev, layer, bn = site
+        name = f"folded_{i}_{prev.target.replace('.', '_')}"
+        gm.add_submodule(name, _folded(layer, bn))
+        prev.target = name
+        node.replace_all_uses_with(prev); gm.graph.erase_node(node)
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
 # %% ../nbs/11_fast.ipynb #7d0cb630
 def _agree(a:torch.Tensor, b:torch.Tensor, rtol:float)->bool:
     "Same top class everywhere and scores within `rtol` of the largest score's magnitude."
     if a.shape != b.shape or not torch.equal(a.argmax(1), b.argmax(1)): return False
     return bool(((a - b).abs().max() <= rtol * a.abs().max().clamp_min(1.0)).item())
+
+# %% ../nbs/11_fast.ipynb #9317dd11
+def _bn_calls(gm:torch.fx.GraphModule)->int:
+    "How many batch-norm calls the graph makes."
+    return sum(n.op == 'call_module' and type(gm.get_submodule(n.target)) in _BATCH_NORMS
+               for n in gm.graph.nodes)
+
+def _in_place_relus(gm:torch.fx.GraphModule)->int:
+    "How many in-place ReLUs the graph calls."
+    return sum(n.op == 'call_function' and n.target is torch.relu_ for n in gm.graph.nodes)
+
+def _training_batch_norms(model:nn.Module)->list:
+    "Names of `model`'s batch norms in training mode."
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+
+# %% ../nbs/11_fast.ipynb #8c6ebf01
+def _checked_copy(model:nn.Module, probe:torch.Tensor, rtol:float)->tuple:
+    "(the checked copy or `model`, batch norms folded, ReLUs put in place); warns on a fallback."
+    try:
+        gm = torch.fx.symbolic_trace(copy.deepcopy(model))
+        bns, relus = _bn_calls(gm), _in_place_relus(gm)
+        gm = relu_in_place(fold_batch_norm(gm, probe))
+    except Exception as e:
+        warnings.warn(f"inference_copy: cannot trace the model ({type(e).__name__}: {e}); "
+                      "using it as it is")
+        return model, 0, 0
+    with torch.inference_mode(): same = _agree(model(probe), gm(probe), rtol)
+    if not same:
+        warnings.warn("inference_copy: the copy disagrees with the model on the probe; "
+                      "using the model as it is")
+        return model, 0, 0
+    return gm, bns - _bn_calls(gm), _in_place_relus(gm) - relus
 
 # %% ../nbs/11_fast.ipynb #66cadca4
 def inference_copy(model:nn.Module, # an eval-mode model
@@ -63,13 +182,257 @@ def inference_copy(model:nn.Module, # an eval-mode model
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if model.training:
         raise ValueError("model must be in eval mode (call model.eval()): batch norm is folded")
-    try: copy = relu_in_place(torch.fx.experimental.optimization.fuse(model, inplace=False))
+    training = _training_batch_norms(model)
+    if training:
+        raise ValueError(f"model has batch norm in training mode ({', '.join(training)}): its "
+                         "outputs depend on the rest of the batch; call .eval() on it")
+    return _checked_copy(model, probe, rtol)[0]
+
+# %% ../nbs/11_fast.ipynb #e6ce611f
+def _noisy_batch(example:torch.Tensor, b:int, sigma:float, channels_last:bool)->torch.Tensor:
+    "`b` noisy copies of `example` from a private generator (the run's streams are untouched)."
+    g = torch.Generator(device=example.device).manual_seed(0)
+    eps = torch.randn((b, *example.shape), generator=g, device=example.device, dtype=example.dtype)
+    z = example + sigma * eps
+    return z.contiguous(memory_format=torch.channels_last) if channels_last else z
+
+def _amp(device_type:str, amp):
+    "The autocast context of `amp` (None: none)."
+    return nullcontext() if amp is None else torch.autocast(device_type, dtype=torch.bfloat16)
+
+def _seconds(f, z:torch.Tensor, amp)->float:
+    "Wall time of one forward pass of `f` on `z` (and the argmax), as `Smooth` runs it."
+    with torch.inference_mode(), _amp(z.device.type, amp):
+        start = time.perf_counter(); f(z).argmax(1).cpu()
+    return time.perf_counter() - start
+
+# %% ../nbs/11_fast.ipynb #2cf3b2b2
+def _cpu_flags(cpuinfo:str|None=None)->set|None:
+    "The CPU's feature flags from /proc/cpuinfo (x86 `flags`, Arm `Features`); None if unknown."
+    if cpuinfo is None:
+        try:
+            with open('/proc/cpuinfo') as f: cpuinfo = f.read()
+        except OSError: return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(':')
+        if key.strip() in ('flags', 'Features'): flags.update(value.split())
+    return flags or None
+
+_BF16_FLAGS = {'avx512_bf16', 'amx_bf16', 'bf16'}
+
+# %% ../nbs/11_fast.ipynb #e2f3a4b5
+def _cpu_model()->str:
+    "The CPU's model name from /proc/cpuinfo ('' if unknown)."
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+    except OSError: return ''
+
+# %% ../nbs/11_fast.ipynb #d1e2f3a4
+def _measurements_file()->Path|None:
+    "Where measurements are kept: $RANDSMOOTH_CACHE (empty: nowhere) or ~/.cache/randsmooth."
+    root = os.environ.get('RANDSMOOTH_CACHE', os.path.join(os.path.expanduser('~'), '.cache',
+                                                           'randsmooth'))
+    return Path(root) / 'compile_pays.json' if root else None
+
+def _measurements()->dict:
+    "The measurements kept so far (empty if none or unreadable)."
+    path = _measurements_file()
+    try: return json.loads(path.read_text()) if path is not None and path.exists() else {}
+    except (OSError, ValueError): return {}
+
+def _remember(key:str, times:dict):
+    "Keep `times` under `key` (written atomically; a failure to write only loses the memory)."
+    path = _measurements_file()
+    if path is None: return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**_measurements(), key: times}))
+        os.replace(tmp, path)
+    except OSError: pass
+
+def _measurement_key(model:nn.Module, z:torch.Tensor, amp)->str:
+    "What the costs depend on: the model's code and parameters' shapes, the batch, the machine."
+    flags = _cpu_flags() or set()
+    what = (type(model).__qualname__, getattr(model, 'code', repr(model)),
+            [(n, tuple(p.shape), str(p.dtype)) for n, p in model.named_parameters()],
+            tuple(z.shape), z.stride(), str(z.dtype), str(z.device), amp,
+            torch.get_num_threads(), torch.__version__, _cpu_model(), sorted(flags))
+    return hashlib.sha256(repr(what).encode()).hexdigest()[:32]
+
+def _repaid(times:dict, n_batches:int)->bool:
+    "Whether capture, compile (a fresh process pays both) and compiled batches beat eager ones."
+    cost = times['capture'] + times['compile'] + n_batches * times['compiled']
+    return cost < n_batches * times['eager']
+
+# %% ../nbs/11_fast.ipynb #c0a1b2c3
+class _CompiledAt(nn.Module):
+    "Runs `compiled` on batches of `size` inputs, and `model` itself on any other size."
+    def __init__(self, model:nn.Module, compiled, size:int):
+        super().__init__(); self.model, self.size = model, size
+        self.training = model.training
+        self.__dict__['compiled'] = compiled   # not a submodule: it wraps `model`
+    def forward(self, z): return (self.compiled if len(z) == self.size else self.model)(z)
+
+# %% ../nbs/11_fast.ipynb #557280ee
+def compile_pays(model:nn.Module, # the eager model the run would sample
+                 z:torch.Tensor, # a batch of the run's size and layout
+                 n_batches:int, # how many such batches the run's forward passes make
+                 amp:str|None=None, # the run's autocast (None or 'bf16')
+                )->tuple: # (the compiled model, or None to run `model`), the measurements (s)
+    "Whether `torch.compile(model)` repays its compile time over `n_batches` batches, measured."
+    key = _measurement_key(model, z, amp)
+    known = _measurements().get(key)
+    if known is not None:   # measured before, on this machine, for this model and batch
+        times = dict(known, n_batches=n_batches, remembered=True)
+        if not _repaid(times, n_batches): return None, times
+        return _CompiledAt(model, torch.compile(model, dynamic=False), len(z)), times
+    start = time.perf_counter()
+    try: torch.fx.symbolic_trace(model)   # a compile traces the model too, and does much more
+    except Exception: pass
+    times = dict(trace=time.perf_counter() - start, n_batches=n_batches,
+                 eager=min(_seconds(model, z, amp), _seconds(model, z, amp)))
+    if n_batches * times['eager'] <= times['trace']: return None, times   # cannot pay for a trace
+    start = time.perf_counter()
+    try:   # TorchDynamo's capture alone (no code generation): a lower bound on any compile's cost
+        captured = torch.compile(model, backend='eager', dynamic=False)  # imports it, 1st time
+        times['capture'] = time.perf_counter() - start + _seconds(captured, z[:1], amp)
+    except Exception: times['capture'] = time.perf_counter() - start
+    if n_batches * times['eager'] <= times['capture']: return None, times
+    start = time.perf_counter()
+    compiled = torch.compile(model, dynamic=False)
+    try:
+        first = time.perf_counter() - start + _seconds(compiled, z, amp)
+        times['compiled'] = min(_seconds(compiled, z, amp), _seconds(compiled, z, amp))
     except Exception as e:
-        warnings.warn(f"inference_copy: cannot trace the model ({type(e).__name__}: {e}); "
-                      "using it as it is")
-        return model
-    with torch.inference_mode(): same = _agree(model(probe), copy(probe), rtol)
-    if not same:
-        warnings.warn("inference_copy: the copy disagrees with the model on the probe; "
-                      "using the model as it is")
-    return copy if same else model
+        warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); running the model eagerly")
+        return None, times
+    times['compile'] = max(first - times['compiled'], 0.0)
+    _remember(key, {k: times[k] for k in ('eager', 'compiled', 'compile', 'capture')})
+    return (_CompiledAt(model, compiled, len(z)) if _repaid(times, n_batches) else None), times
+
+# %% ../nbs/11_fast.ipynb #92d60efc
+def _check_command_args(model, example, n_draws, batch_size, fold, compile, amp, sigma)->tuple:
+    "The arguments of `command_model`, checked; (n_draws, batch_size, sigma)."
+    if not callable(model): raise TypeError(f"model must be callable, got {type(model).__name__}")
+    if not torch.is_tensor(example) or not example.is_floating_point():
+        raise TypeError(f"example must be one floating-point tensor (an input without the batch "
+                        f"dimension), got {type(example).__name__}")
+    n_draws, batch_size = check_count(n_draws, 'n_draws'), check_count(batch_size, 'batch_size')
+    if not isinstance(fold, bool): raise TypeError(f"fold must be True or False, got {fold!r}")
+    if not (isinstance(compile, bool) or compile == 'auto'):
+        raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+    if amp not in (None, 'bf16'): raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
+    return n_draws, batch_size, check_positive(sigma, 'sigma')
+
+def _conv_net_on_images(model, example:torch.Tensor)->bool:
+    "Whether `model` is a module with a Conv2d and `example` an image: `Smooth` feeds it NHWC."
+    return example.ndim == 3 and isinstance(model, nn.Module) and \
+           any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+# %% ../nbs/11_fast.ipynb #b5eddefe
+def command_model(model, # the classifier the command loaded (an eval-mode module, or any callable)
+                  example:torch.Tensor, # one input of the run (no batch dimension), on its device
+                  *, n_draws:int, # the forward-pass draws the run will make, all examples together
+                  batch_size:int, # draws per forward pass
+                  fold:bool=True, # sample the exact copy (batch norm folded, ReLUs in place)
+                  compile:bool|str='auto', # torch.compile it: True, False, or 'auto' (if it pays)
+                  amp:str|None=None, # the run's autocast, None or 'bf16' (recorded; timed under)
+                  sigma:float=0.25, # the run's noise level (for the probe that checks the copy)
+                  report:dict|None=None, # if given, filled with compile_pays's measurements
+                 )->tuple: # (the model to sample, a description of what runs)
+    "The commands' default: the fastest copy of `model` equal to it up to rounding, and what it is."
+    n_draws, batch_size, sigma = _check_command_args(model, example, n_draws, batch_size, fold,
+                                                     compile, amp, sigma)
+    what = dict(fold=False, relu_in_place=False, compile=False, channels_last=False, amp=amp)
+    if not isinstance(model, nn.Module): return model, what
+    if model.training or _training_batch_norms(model):
+        raise ValueError("model must be in eval mode (call model.eval()): commands sample it so")
+    f, cl = model, _conv_net_on_images(model, example)
+    if fold:
+        probe = _noisy_batch(example, 64, sigma, False)
+        copied, folded, in_place = _checked_copy(model, probe, 1e-4)
+        if folded or in_place:
+            f = copied; what.update(fold=folded > 0, relu_in_place=in_place > 0)
+    if cl:
+        what['channels_last'] = True
+        try: f = (copy.deepcopy(f) if f is model else f).to(memory_format=torch.channels_last)
+        except Exception: f = model   # a model that cannot be copied: NHWC inputs only
+    if compile is True:
+        b = min(batch_size, n_draws)
+        f, what['compile'] = _CompiledAt(f, torch.compile(f, dynamic=False), b), True
+    elif compile == 'auto':
+        b = min(batch_size, n_draws)
+        z = _noisy_batch(example, b, sigma, cl)
+        compiled, times = compile_pays(f, z, -(-n_draws // b), amp)
+        if report is not None: report.update(times)
+        if compiled is not None: f, what['compile'] = compiled, True
+    return f, what
+
+# %% ../nbs/11_fast.ipynb #2c936c1e
+def bf16_speed_note(device='cpu', # where f runs: 'cpu', 'cuda', a torch.device
+                    cpuinfo:str|None=None, # the text of /proc/cpuinfo (None: read it)
+                   )->str|None: # a one-line warning where bf16 autocast is slower, else None
+    "A warning when bfloat16 autocast runs slower than fp32 on `device`; None where it is a win."
+    device = torch.device(device)
+    if device.type == 'cuda':
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            return "bf16 autocast: this GPU has no native bfloat16; it will be slower than fp32"
+        return None
+    if device.type != 'cpu': return None
+    flags = _cpu_flags(cpuinfo)
+    if flags is None:
+        return ("bf16 autocast: cannot read this CPU's flags; without bfloat16 instructions "
+                "(AVX512-BF16 or AMX) it runs slower than fp32 (about 3x on AVX2-only CPUs)")
+    if flags & _BF16_FLAGS: return None
+    return (f"bf16 autocast: this CPU has no bfloat16 instructions (no avx512_bf16 or amx_bf16; "
+            f"{torch.backends.cpu.get_cpu_capability()}): bf16 is emulated and about 3x slower "
+            f"than fp32 on AVX2-only CPUs; drop bf16 for speed")
+
+# %% ../nbs/11_fast.ipynb #08f09465
+def _synchronizer(device:torch.device):
+    "A function that waits for `device`'s queued work (on a GPU), so that clocks measure it."
+    return torch.cuda.synchronize if torch.device(device).type == 'cuda' else (lambda: None)
+
+# %% ../nbs/11_fast.ipynb #339beded
+def certify_breakdown(model, # the base classifier, as it will be sampled (eval mode)
+                      x:torch.Tensor, # one example
+                      n0:int, # selection draws
+                      n:int, # estimation draws
+                      batch_size:int, # draws per forward pass
+                      sigma:float, # noise level
+                      *, seed:int=0, # the example's noise is example_generator(seed, 0)
+                      channels_last:bool|str='auto', # as `Smooth`'s option
+                      amp:str|None=None, # as `Smooth`'s option
+                     )->dict: # seconds per kind of work, and the two phases' counts
+    "Seconds one CERTIFY's sampling spends on noise, layout copies, forward passes and counting."
+    n0, n, batch_size = (check_count(v, k) for k, v in
+                         dict(n0=n0, n=n, batch_size=batch_size).items())
+    gen, sync = example_generator(seed, 0, x.device), _synchronizer(x.device)
+    cl = channels_last is True or (channels_last == 'auto' and _conv_net_on_images(model, x))
+    out = dict.fromkeys(('noise', 'layout', 'forward', 'counting'), 0.0)
+    def lap(key, start):
+        sync(); now = time.perf_counter(); out[key] += now - start; return now
+    with torch.inference_mode(), _amp(x.device.type, amp):
+        for phase, num in (('counts_selection', n0), ('counts', n)):
+            chunk = min(batch_size, num)
+            noise = x.new_empty((chunk, *x.shape))
+            layout = torch.empty_like(noise, memory_format=torch.channels_last) if cl else None
+            counts = None
+            for start in range(0, num, chunk):
+                t, eps = time.perf_counter(), noise[:min(chunk, num - start)]
+                eps.normal_(generator=gen); torch.add(x, eps, alpha=sigma, out=eps)
+                t = lap('noise', t)
+                inputs = eps if layout is None else layout[:len(eps)].copy_(eps)
+                t = lap('layout', t)
+                scores = model(inputs)
+                t = lap('forward', t)
+                if counts is None: counts = torch.zeros(scores.shape[1], dtype=torch.long,
+                                                        device=x.device)
+                ones = torch.ones_like(scores[:, 0], dtype=torch.long)
+                counts.index_add_(0, scores.argmax(1), ones)
+                lap('counting', t)
+            out[phase] = counts.cpu()
+    return out

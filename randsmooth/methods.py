@@ -4,9 +4,9 @@
 
 # %% ../nbs/06_methods.ipynb #e0cf741c
 from __future__ import annotations
-import math, time
+import math, time, warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, asdict
+from dataclasses import dataclass, fields, asdict, replace
 from pathlib import Path
 import torch
 import torch.nn as nn
@@ -15,12 +15,13 @@ from fastcore.basics import patch
 from .train import GaussianObjective
 
 # %% auto #0
-__all__ = ['METHODS', 'DIGITS_COMPARISON', 'parse_options', 'build_options', 'GaussianOptions', 'noisy_batch', 'draw_noise',
-           'soft_smoothed', 'l2_step', 'ConsistencyOptions', 'consistency_loss', 'ConsistencyObjective',
-           'SmoothAdvOptions', 'smooth_nll', 'smoothadv_attack', 'SmoothAdvObjective', 'macer_radius', 'MacerOptions',
-           'macer_loss', 'MacerObjective', 'SmoothMixOptions', 'smoothmix_path_end', 'smoothmix_loss',
-           'SmoothMixObjective', 'Denoiser', 'denoiser', 'DenoiseOptions', 'DenoiseObjective', 'denoised_classifier',
-           'export_denoised', 'make_objective', 'compare_methods']
+__all__ = ['METHODS', 'DIGITS_COMPARISON', 'DIGITS_RECIPES', 'parse_options', 'build_options', 'GaussianOptions', 'noisy_batch',
+           'draw_noise', 'soft_smoothed', 'l2_step', 'clip_to_range', 'consistency_lam', 'ConsistencyOptions',
+           'consistency_loss', 'ConsistencyObjective', 'SmoothAdvOptions', 'smooth_nll', 'smoothadv_attack',
+           'SmoothAdvObjective', 'macer_radius', 'MacerOptions', 'macer_loss', 'MacerObjective', 'SmoothMixOptions',
+           'smoothmix_path', 'smoothmix_mix_term', 'smoothmix_loss', 'SmoothMixObjective', 'Denoiser', 'denoiser',
+           'prepare_denoiser', 'DenoiseOptions', 'DenoiseObjective', 'denoised_classifier', 'export_denoised',
+           'make_objective', 'compare_methods', 'summarize_comparison']
 
 # %% ../nbs/06_methods.ipynb #176908e5
 def parse_options(options:dict|str|None, # a dict, or 'name=value,name=value'; None: no options
@@ -112,24 +113,46 @@ def _eval_mode(model:nn.Module):
     finally: net.train(was)
 
 # %% ../nbs/06_methods.ipynb #7a966fdb
+def _project_l2(delta:torch.Tensor, eps:float)->torch.Tensor:
+    "`delta` scaled, per example, onto the ℓ2 ball of radius `eps` (unchanged inside it)."
+    if math.isinf(eps): return delta
+    shape = (-1,) + (1,) * (delta.dim() - 1)
+    return delta * (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1).view(shape)
+
 def l2_step(delta:torch.Tensor, # the current perturbation [b, ...]
             grad:torch.Tensor, # the loss's gradient at it
             step:float, # step length
             eps:float=math.inf, # radius of the ℓ2 ball to project onto
            )->torch.Tensor: # the new perturbation, detached
-    "One normalised-gradient ascent step in ℓ2, projected onto the ball of radius `eps`."
+    "One normalised-gradient ascent step in ℓ2 (random where the gradient is 0), projected."
     shape = (-1,) + (1,) * (delta.dim() - 1)
-    g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
-    delta = delta.detach() + step * g
-    if math.isinf(eps): return delta
-    return delta * (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1).view(shape)
+    norm = grad.flatten(1).norm(dim=1)
+    flat = norm == 0
+    if flat.any():      # no signal: a random direction (torch's global RNG)
+        grad = torch.where(flat.view(shape), torch.randn_like(grad), grad)
+        norm = grad.flatten(1).norm(dim=1)
+    delta = delta.detach() + step * grad / norm.clamp_min(1e-12).view(shape)
+    return _project_l2(delta, eps)
+
+def clip_to_range(x:torch.Tensor, # clean inputs
+                  delta:torch.Tensor, # a perturbation of them
+                  lo:float=0.0, # the data range's lower end
+                  hi:float=1.0, # and its upper end
+                 )->torch.Tensor: # the perturbation with `x + delta` clamped into [lo, hi]
+    "The perturbation cut so that the perturbed input stays in the data range."
+    return (x + delta).clamp(lo, hi) - x
 
 # %% ../nbs/06_methods.ipynb #19675f88
+def consistency_lam(sigma:float, # noise level σ
+                   )->float: # the authors' MNIST λ: 10 below σ = 0.5, 5 from σ = 0.5 up
+    "Consistency's default λ at noise level `sigma`."
+    return 10.0 if sigma < 0.5 else 5.0
+
 @dataclass(frozen=True)
 class ConsistencyOptions:
-    "Consistency regularization (Jeong & Shin 2020); defaults: the paper's CIFAR-10 values."
+    "Consistency regularization (Jeong & Shin 2020); defaults: the authors' MNIST values."
     m:int=2 # noisy copies of each example (>= 2)
-    lam:float=10.0 # λ, weight of the KL term (the paper: 10 or 20 on CIFAR-10)
+    lam:float=math.nan # λ, weight of the KL term; unset (nan): `consistency_lam(σ)`
     eta:float=0.5 # η, weight of the entropy of the mean prediction
 
 # %% ../nbs/06_methods.ipynb #6e0ecfb9
@@ -137,8 +160,13 @@ class ConsistencyOptions:
 def check(self:ConsistencyOptions):
     "A ValueError naming the first out-of-range option."
     _require(self.m >= 2, 'm', 'an integer >= 2', self.m)
-    _require(self.lam >= 0, 'lam', '>= 0', self.lam)
+    _require(math.isnan(self.lam) or self.lam >= 0, 'lam', '>= 0', self.lam)
     _require(self.eta >= 0, 'eta', '>= 0', self.eta)
+
+@patch
+def for_sigma(self:ConsistencyOptions, sigma:float)->ConsistencyOptions:
+    "These options with an unset λ replaced by its default at `sigma`."
+    return replace(self, lam=consistency_lam(sigma)) if math.isnan(self.lam) else self
 
 # %% ../nbs/06_methods.ipynb #607ebdf6
 def consistency_loss(logits:torch.Tensor, # the copies' logits [m, b, C]
@@ -160,8 +188,9 @@ def consistency_loss(logits:torch.Tensor, # the copies' logits [m, b, C]
 class ConsistencyObjective:
     "Jeong & Shin (2020): `m` noisy copies, cross-entropy + λ·KL to their mean + η·entropy."
     def __init__(self, sigma:float, # noise level σ
-                 options:ConsistencyOptions): # the checked hyper-parameters
-        self.sigma, self.options, self.noisy_copies = sigma, options, options.m
+                 options:ConsistencyOptions): # the checked hyper-parameters (λ may be unset)
+        self.sigma, self.options = sigma, options.for_sigma(sigma)
+        self.noisy_copies = options.m
     def __repr__(self): return f"ConsistencyObjective(sigma={self.sigma}, {self.options})"
 
 # %% ../nbs/06_methods.ipynb #02451ca4
@@ -180,6 +209,7 @@ class SmoothAdvOptions:
     steps:int=2 # PGD steps T (the paper: 1 to 10)
     m:int=1 # noise samples per example in the attack and the loss (the paper: 1 to 8)
     warmup:int=10 # epochs over which ε grows linearly from ε/warmup to ε (0: none)
+    clip:int=1 # 1: clip the adversarial input to [0, 1] after each step (the paper); 0: don't
 
 # %% ../nbs/06_methods.ipynb #e4ee8390
 @patch
@@ -189,6 +219,7 @@ def check(self:SmoothAdvOptions):
     _require(self.steps >= 1, 'steps', 'an integer >= 1', self.steps)
     _require(self.m >= 1, 'm', 'an integer >= 1', self.m)
     _require(self.warmup >= 0, 'warmup', 'an integer >= 0', self.warmup)
+    _require(self.clip in (0, 1), 'clip', '0 or 1', self.clip)
 
 # %% ../nbs/06_methods.ipynb #57582159
 def smooth_nll(model:nn.Module, # the base classifier
@@ -208,6 +239,7 @@ def smoothadv_attack(model:nn.Module, # the base classifier
                      noise:torch.Tensor, # the noise [m, b, ...], fixed during the attack
                      eps:float, # ℓ2 radius
                      steps:int, # PGD steps, each of length 2·eps/steps
+                     clip:bool=True, # keep x' in the data range [0, 1] after each step
                     )->torch.Tensor: # the adversarial inputs, detached
     "SmoothAdv-PGD: ascend −log ĝ(x')_y, the noise fixed, inside the ℓ2 ball of radius `eps`."
     delta = torch.zeros_like(x)
@@ -217,6 +249,7 @@ def smoothadv_attack(model:nn.Module, # the base classifier
             loss = smooth_nll(net, x + delta, y, noise).sum()
             grad, = torch.autograd.grad(loss, delta)
             delta = l2_step(delta, grad, 2 * eps / steps, eps)
+            if clip: delta = clip_to_range(x, delta)
     return (x + delta).detach()
 
 # %% ../nbs/06_methods.ipynb #2503bc39
@@ -238,7 +271,8 @@ def __call__(self:SmoothAdvObjective, model, x, y)->tuple: # (loss, logits of th
     "The loss of the batch `(x, y)` for `model`, and logits [b, C] for the train accuracy."
     m = self.options.m
     noise = draw_noise(x, self.sigma, m)
-    adv = smoothadv_attack(model, x, y, noise, self.eps, self.options.steps)
+    o = self.options
+    adv = smoothadv_attack(model, x, y, noise, self.eps, o.steps, bool(o.clip))
     logits = model(noisy_batch(adv, noise)).view(m, len(x), -1)
     return F.cross_entropy(logits.flatten(0, 1).float(), y.repeat(m)), logits[0]
 
@@ -246,10 +280,11 @@ def __call__(self:SmoothAdvObjective, model, x, y)->tuple: # (loss, logits of th
 def macer_radius(probs:torch.Tensor, # soft smoothed probabilities [b, C]
                  y:torch.Tensor, # labels [b]
                  sigma:float, # noise level σ
-                 clip:float=1e-4, # probabilities are clipped to [clip, 1 - clip]
-                )->torch.Tensor: # [b]: σ/2 · (Φ⁻¹(p_y) − Φ⁻¹(max_{c≠y} p_c))
+                 clip:float=0.0, # > 0: probabilities are clipped to [clip, 1 - clip] first
+                )->torch.Tensor: # [b]: σ/2 · (Φ⁻¹(p_y) − Φ⁻¹(max_{c≠y} p_c)), ±inf at 0 and 1
     "MACER's differentiable radius of each example."
-    p = probs.float().clamp(clip, 1 - clip)
+    p = probs.float()
+    if clip: p = p.clamp(clip, 1 - clip)
     p_y = p.gather(1, y[:, None]).squeeze(1)
     p_other = p.scatter(1, y[:, None], -1.0).max(1).values
     return sigma / 2 * (torch.special.ndtri(p_y) - torch.special.ndtri(p_other))
@@ -262,6 +297,7 @@ class MacerOptions:
     lam:float=12.0 # λ, weight of the radius term
     gamma:float=8.0 # γ, hinge threshold on ξ = Φ⁻¹(p_y) − Φ⁻¹(p_2)
     beta:float=16.0 # β, inverse temperature of the soft smoothed classifier in the radius
+    defer:int=0 # λ = 0 for the first `defer` epochs (the deferred recipe: `--lr_step`; 0: none)
 
 # %% ../nbs/06_methods.ipynb #375f0d65
 @patch
@@ -271,20 +307,27 @@ def check(self:MacerOptions):
     _require(self.lam >= 0, 'lam', '>= 0', self.lam)
     _require(self.gamma >= 0, 'gamma', '>= 0', self.gamma)
     _require(self.beta > 0, 'beta', '> 0', self.beta)
+    _require(self.defer >= 0, 'defer', 'an integer >= 0', self.defer)
 
 # %% ../nbs/06_methods.ipynb #79cce038
 def macer_loss(logits:torch.Tensor, # the copies' logits [m, b, C]
                y:torch.Tensor, # labels [b]
                sigma:float, # noise level σ
                options:MacerOptions, # λ, γ, β
+               lam:float|None=None, # λ to use now (deferral); None: `options.lam`
               )->torch.Tensor: # the scalar loss
     "Cross-entropy of the soft smoothed classifier + λ · hinge on the correct examples' radii."
+    lam = options.lam if lam is None else lam
     nll = -soft_smoothed(logits).gather(1, y[:, None]).clamp_min(1e-12).log().mean()
+    if lam == 0: return nll
     probs = soft_smoothed(logits, options.beta)
-    correct = probs.argmax(1) == y
-    xi = macer_radius(probs, y, 2.0)    # σ = 2: ξ itself
-    hinge = sigma / 2 * F.relu(options.gamma - xi)
-    return nll + options.lam * (hinge * correct).sum() / len(y)
+    with torch.no_grad():
+        xi = macer_radius(probs, y, 2.0)    # σ = 2: ξ itself
+        keep = (probs.argmax(1) == y) & torch.isfinite(xi) & (xi.abs() <= options.gamma)
+    # dropped rows get a harmless constant (no 0·inf = nan in the backward pass)
+    safe = torch.where(keep[:, None], probs, torch.full_like(probs, 0.5))
+    hinge = sigma / 2 * (options.gamma - macer_radius(safe, y, 2.0)) * keep
+    return nll + lam * hinge.sum() / len(y)
 
 # %% ../nbs/06_methods.ipynb #af132967
 class MacerObjective:
@@ -292,6 +335,10 @@ class MacerObjective:
     def __init__(self, sigma:float, # noise level σ
                  options:MacerOptions): # the checked hyper-parameters
         self.sigma, self.options, self.noisy_copies = sigma, options, options.m
+        self.lam = 0.0 if options.defer else options.lam    # as in epoch 1
+    def set_epoch(self, epoch:int, epochs:int): # epoch from 1, of `epochs`
+        "Deferral: λ = 0 for the first `defer` epochs, then `lam`."
+        self.lam = 0.0 if epoch <= self.options.defer else self.options.lam
     def __repr__(self): return f"MacerObjective(sigma={self.sigma}, {self.options})"
 
 # %% ../nbs/06_methods.ipynb #c2f92ca4
@@ -300,16 +347,20 @@ def __call__(self:MacerObjective, model, x, y)->tuple: # (loss, logits of the fi
     "The loss of the batch `(x, y)` for `model`, and logits [b, C] for the train accuracy."
     noise = draw_noise(x, self.sigma, self.options.m)
     logits = model(noisy_batch(x, noise)).view(self.options.m, len(x), -1)
-    return macer_loss(logits, y, self.sigma, self.options), logits[0]
+    return macer_loss(logits, y, self.sigma, self.options, self.lam), logits[0]
 
 # %% ../nbs/06_methods.ipynb #fa3e342e
 @dataclass(frozen=True)
 class SmoothMixOptions:
-    "SmoothMix (Jeong et al. 2021); defaults in the range of the paper's CIFAR-10 values."
-    m:int=2 # noise samples per example (the paper: 2 or 4)
-    eta:float=5.0 # η, weight of the mixup term (the paper: 1 to 10)
-    steps:int=4 # attack steps T (the paper: 2 to 8)
-    step_size:float=0.5 # α, length of each ℓ2 step, in input units (the paper: 0.5 to 2)
+    "SmoothMix (Jeong et al. 2021); defaults: the paper's CIFAR-10 values."
+    m:int=2 # noise samples per example (the paper: 2 on CIFAR-10, 4 on MNIST)
+    eta:float=5.0 # η, weight of the mixup term (the paper: 1 or 5)
+    steps:int=4 # attack steps T (the paper: 4 on CIFAR-10, 2 to 8 on MNIST)
+    step_size:float=math.nan # α, ℓ2 length of each step; unset (nan): 2σ (the paper's CIFAR-10)
+    mix_step:int=0 # 0: mix from x; 1: the one-step adversary (mix from x's first step, ≤ α)
+    warmup:int=10 # epochs over which η and the one-step bound grow linearly (0: none)
+    maxnorm:float=0.0 # ℓ2 bound of the whole path around x (0: none, the paper's default)
+    clip:int=1 # 1: clip the path to the data range [0, 1] at each step (the paper); 0: don't
 
 # %% ../nbs/06_methods.ipynb #3602bad5
 @patch
@@ -318,52 +369,84 @@ def check(self:SmoothMixOptions):
     _require(self.m >= 1, 'm', 'an integer >= 1', self.m)
     _require(self.eta >= 0, 'eta', '>= 0', self.eta)
     _require(self.steps >= 1, 'steps', 'an integer >= 1', self.steps)
-    _require(self.step_size > 0, 'step_size', '> 0', self.step_size)
+    _require(math.isnan(self.step_size) or self.step_size > 0, 'step_size', '> 0', self.step_size)
+    _require(self.mix_step in (0, 1), 'mix_step', '0 or 1', self.mix_step)
+    _require(self.steps > self.mix_step, 'steps', f'> mix_step ({self.mix_step})', self.steps)
+    _require(self.warmup >= 0, 'warmup', 'an integer >= 0', self.warmup)
+    _require(self.maxnorm >= 0, 'maxnorm', '>= 0', self.maxnorm)
+    _require(self.clip in (0, 1), 'clip', '0 or 1', self.clip)
+
+@patch
+def for_sigma(self:SmoothMixOptions, sigma:float)->SmoothMixOptions:
+    "These options with an unset step size replaced by 2σ."
+    return replace(self, step_size=2.0 * sigma) if math.isnan(self.step_size) else self
 
 # %% ../nbs/06_methods.ipynb #aa190647
-def smoothmix_path_end(model:nn.Module, # the base classifier
-                       x:torch.Tensor, # clean inputs [b, ...]
-                       y:torch.Tensor, # labels [b]
-                       noise:torch.Tensor, # fixed noise [m, b, ...]
-                       steps:int, # T
-                       step_size:float, # α
-                      )->torch.Tensor: # x̃, detached
-    "The end of SmoothMix's attack path: `steps` unconstrained ℓ2 ascent steps on −log ĝ(x)_y."
-    delta = torch.zeros_like(x)
+def smoothmix_path(model:nn.Module, # the base classifier
+                   x:torch.Tensor, # clean inputs [b, ...]
+                   y:torch.Tensor, # labels [b]
+                   noise:torch.Tensor, # fixed noise [m, b, ...]
+                   steps:int, # T
+                   step_size:float, # α
+                   mix_step:int=0, # s: which point of the path starts the mix (0: x itself)
+                   start_bound:float=math.inf, # ℓ2 bound of the start x^(s) around x
+                   maxnorm:float=math.inf, # ℓ2 bound of every point of the path around x
+                   clip:bool=True, # keep the path in the data range [0, 1]
+                  )->tuple: # (x^(s), x^(T)), detached
+    "SmoothMix's attack path: `steps` ℓ2 ascent steps on −log ĝ(x)_y; its start and its end."
+    delta = start = torch.zeros_like(x)
     with _eval_mode(model) as net, torch.enable_grad():
-        for _ in range(steps):
+        for t in range(steps):
+            if t == mix_step: start = delta.detach()
             delta.requires_grad_(True)
             grad, = torch.autograd.grad(smooth_nll(net, x + delta, y, noise).sum(), delta)
-            delta = l2_step(delta, grad, step_size)
-    return (x + delta).detach()
+            delta = l2_step(delta, grad, step_size, maxnorm)
+            if clip: delta = clip_to_range(x, delta)
+    start = _project_l2(start, start_bound)
+    if clip: start = clip_to_range(x, start)
+    return (x + start).detach(), (x + delta).detach()
 
 # %% ../nbs/06_methods.ipynb #b33ae257
+def smoothmix_mix_term(clean:torch.Tensor, # logits of the start's copies [m, b, C]
+                       mixed:torch.Tensor, # logits of the mixed point's copies [m, b, C]
+                       y:torch.Tensor, # labels [b]
+                       lam:torch.Tensor, # mixing weights [b], in [0, 1/2]
+                      )->torch.Tensor: # [b]: the mixup term of each example
+    "1[ĝ right] · (1/m) Σ_i KL(y_mix ‖ softmax(F(x_mix + δ_i))), y_mix from the detached ĝ."
+    probs = soft_smoothed(clean).detach()
+    target = (1 - lam[:, None]) * probs + lam[:, None] / clean.shape[-1]
+    log_q = F.log_softmax(mixed.float(), dim=-1)
+    kl = (target * (target.clamp_min(1e-12).log() - log_q)).sum(-1).mean(0)
+    return kl * (probs.argmax(1) == y)
+
 def smoothmix_loss(model:nn.Module, # the base classifier (as trained: possibly DDP-wrapped)
-                   x:torch.Tensor, # clean inputs [b, ...]
+                   x:torch.Tensor, # the path's start x^(s) [b, ...] (x itself when mix_step=0)
                    y:torch.Tensor, # labels [b]
                    x_end:torch.Tensor, # the attack path's end x̃
                    noise:torch.Tensor, # noise [m, b, ...]
-                   eta:float, # η
+                   eta:float, # η (after warm-up)
                    lam:torch.Tensor, # mixing weights [b], in [0, 1/2]
                   )->tuple: # (loss, logits of the first clean copy)
-    "Gaussian cross-entropy on `x` + η · KL(y_mix ‖ ĝ(x_mix)), in one forward pass."
+    "Gaussian cross-entropy at `x` + η · the masked per-copy mixup term, in one forward pass."
     m, b, shape = len(noise), len(x), (-1,) + (1,) * (x.dim() - 1)
     x_mix = x + lam.view(shape) * (x_end - x)
     both = noisy_batch(torch.cat([x, x_mix]), torch.cat([noise, noise], dim=1))
     logits = model(both).view(m, 2 * b, -1)
     clean, mixed = logits[:, :b], logits[:, b:]
     ce = F.cross_entropy(clean.flatten(0, 1).float(), y.repeat(m))
-    uniform = torch.full_like(clean[0], 1.0 / clean.shape[-1]).float()
-    target = (1 - lam[:, None]) * soft_smoothed(clean).detach() + lam[:, None] * uniform
-    kl = (target * (target.clamp_min(1e-12).log() - soft_smoothed(mixed).clamp_min(1e-12).log()))
-    return ce + eta * kl.sum(-1).mean(), clean[0]
+    return ce + eta * smoothmix_mix_term(clean, mixed, y, lam).mean(), clean[0]
 
 # %% ../nbs/06_methods.ipynb #dc47e673
 class SmoothMixObjective:
     "Jeong et al. (2021): Gaussian cross-entropy + η · mixup toward the attack path's end."
     def __init__(self, sigma:float, # noise level σ
-                 options:SmoothMixOptions): # the checked hyper-parameters
-        self.sigma, self.options, self.noisy_copies = sigma, options, 2 * options.m
+                 options:SmoothMixOptions): # the checked hyper-parameters (α may be unset)
+        self.sigma, self.options = sigma, options.for_sigma(sigma)
+        self.noisy_copies, self.warm = 2 * options.m, 1.0
+    def set_epoch(self, epoch:int, epochs:int): # epoch from 1, of `epochs`
+        "Warm up: η and the one-step bound times min(1, epoch / warmup)."
+        w = self.options.warmup
+        self.warm = min(1.0, epoch / w) if w else 1.0
     def __repr__(self): return f"SmoothMixObjective(sigma={self.sigma}, {self.options})"
 
 # %% ../nbs/06_methods.ipynb #0aeac8f9
@@ -372,13 +455,15 @@ def __call__(self:SmoothMixObjective, model, x, y)->tuple: # (loss, logits of th
     "The loss of the batch `(x, y)` for `model`, and logits [b, C] for the train accuracy."
     o = self.options
     noise = draw_noise(x, self.sigma, o.m)
-    x_end = smoothmix_path_end(model, x, y, noise, o.steps, o.step_size)
+    bound = o.step_size * self.warm if o.mix_step else math.inf
+    start, end = smoothmix_path(model, x, y, noise, o.steps, o.step_size, o.mix_step, bound,
+                                o.maxnorm or math.inf, bool(o.clip))
     lam = torch.rand(len(x), device=x.device, dtype=x.dtype) / 2
-    return smoothmix_loss(model, x, y, x_end, noise, o.eta, lam)
+    return smoothmix_loss(model, start, y, end, noise, o.eta * self.warm, lam)
 
 # %% ../nbs/06_methods.ipynb #099110fa
 class Denoiser(nn.Module):
-    "A DnCNN-style denoiser: 1×1 convolution of the input + a stack of 3×3 convolutions."
+    "A DnCNN-style denoiser: its input back in pixel units + a residual of 3×3 convolutions."
     def __init__(self, channels:int, # image channels
                  width:int=32, # feature maps of the hidden layers
                  depth:int=5): # 3×3 convolutions
@@ -388,12 +473,14 @@ class Denoiser(nn.Module):
             layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                        nn.ReLU()]
         self.body = nn.Sequential(*layers, nn.Conv2d(width, channels, 3, padding=1))
-        self.skip = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.body[-1].weight); nn.init.zeros_(self.body[-1].bias)   # starts as skip
+        nn.init.zeros_(self.body[-1].weight); nn.init.zeros_(self.body[-1].bias)  # residual 0
+        self.register_buffer('in_mean', torch.zeros(channels))   # the input's normalisation,
+        self.register_buffer('in_std', torch.ones(channels))     # undone: see `prepare_denoiser`
         self.__dict__['classifier'] = None    # attached by `DenoiseObjective`, not a sub-module
         self.__dict__['images'] = False       # True: return images even when attached
     def forward(self, x):
-        out = self.skip(x) + self.body(x)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        out = x * self.in_std.view(shape) + self.in_mean.view(shape) + self.body(x)
         return out if self.classifier is None or self.images else self.classifier(out)
 
 # %% ../nbs/06_methods.ipynb #60441995
@@ -406,26 +493,52 @@ def denoiser(num_classes:int, # unused: a denoiser's output is an image
                          f"{input_shape}")
     return Denoiser(input_shape[0])
 
+def _is_denoiser(m:nn.Module)->bool:
+    "Whether `m` is a `Denoiser` (also one of a reloaded module: by class name and buffers)."
+    return isinstance(m, Denoiser) or (type(m).__name__ == 'Denoiser' and hasattr(m, 'in_mean'))
+
+def prepare_denoiser(model:nn.Module, # `nn.Sequential(NormalizeLayer, Denoiser)`, possibly DDP
+                    )->Denoiser: # the denoiser, now undoing the model's normalisation
+    "Copy the model's input normalisation into its denoiser, so that it outputs pixels."
+    from randsmooth.models import NormalizeLayer
+    net = getattr(model, 'module', model)
+    den = next((m for m in net.modules() if _is_denoiser(m)), None)
+    if den is None:
+        raise ValueError("method 'denoise' trains a denoiser: use --arch "
+                         "randsmooth.methods:denoiser")
+    norm = next((m for m in net.modules() if isinstance(m, NormalizeLayer)), None)
+    with torch.no_grad():
+        c = den.in_mean.numel()
+        mean = norm.mean.flatten() if norm is not None else torch.zeros(1)
+        std = norm.std.flatten() if norm is not None else torch.ones(1)
+        den.in_mean.copy_(mean.expand(c) if mean.numel() == 1 else mean)
+        den.in_std.copy_(std.expand(c) if std.numel() == 1 else std)
+    return den
+
 # %% ../nbs/06_methods.ipynb #42c8426b
 @dataclass(frozen=True)
 class DenoiseOptions:
     "Denoised smoothing (Salman et al. 2020): a denoiser in front of a fixed classifier."
     classifier:str # the fixed, pretrained classifier: any model file `load_model` reads
-    loss:str='mse' # 'mse', or 'stability' (cross-entropy to the clean image's class)
+    loss:str='mse' # 'mse', 'stability' (CE to f's class of the clean image), 'classification'
+    init:str='' # a `--method denoise` checkpoint to start a fresh run from (paper: the MSE one)
 
 # %% ../nbs/06_methods.ipynb #cfef4096
 @patch
 def check(self:DenoiseOptions):
     "A ValueError naming the first out-of-range option."
-    _require(self.loss in ('mse', 'stability'), 'loss', "'mse' or 'stability'", self.loss)
+    _require(self.loss in ('mse', 'stability', 'classification'), 'loss',
+             "'mse', 'stability' or 'classification'", self.loss)
     ok = Path(self.classifier).is_file()
     _require(ok, 'classifier', 'an existing model file', self.classifier)
+    _require(not self.init or Path(self.init).is_file(), 'init', "'' or an existing checkpoint",
+             self.init)
 
 # %% ../nbs/06_methods.ipynb #66045936
 def _denoiser_of(model:nn.Module)->Denoiser:
     "The `Denoiser` inside `model` (possibly DDP-wrapped, after its normalisation layer)."
     for m in getattr(model, 'module', model).modules():
-        if isinstance(m, Denoiser): return m
+        if _is_denoiser(m): return m
     raise ValueError("method 'denoise' trains a denoiser: use --arch randsmooth.methods:denoiser")
 
 # %% ../nbs/06_methods.ipynb #52df3145
@@ -435,47 +548,116 @@ class DenoiseObjective:
     def __init__(self, sigma:float, # noise level σ
                  options:DenoiseOptions): # the checked options
         self.sigma, self.options, self.classifier = sigma, options, None
+        self.epoch, self.prepared = 1, False
+    def set_epoch(self, epoch:int, epochs:int): self.epoch = epoch  # epoch from 1
     def _attach(self, model, device):
         if self.classifier is None:
             from randsmooth.models import load_model
             self.classifier = load_model(self.options.classifier, device=device)[0].eval()
             for p in self.classifier.parameters(): p.requires_grad_(False)
-        den = _denoiser_of(model); den.__dict__['classifier'] = self.classifier
+        den = _denoiser_of(model)
+        if not self.prepared:
+            if self.options.init and self.epoch == 1: self._load_init(den)
+            else: prepare_denoiser(model)
+            self.prepared = True
+        den.__dict__['classifier'] = self.classifier
         return den
+    def _load_init(self, den:Denoiser):
+        "Start a fresh run from the denoiser of the checkpoint `options.init`."
+        from randsmooth.models import load_checkpoint
+        start = _denoiser_of(load_checkpoint(self.options.init,
+                                             arch='randsmooth.methods:denoiser')[0])
+        den.load_state_dict(start.state_dict())
     def __repr__(self): return f"DenoiseObjective(sigma={self.sigma}, {self.options})"
 
 # %% ../nbs/06_methods.ipynb #cacfa001
 @patch
 def __call__(self:DenoiseObjective, model, x, y)->tuple: # (loss, the classifier's logits)
-    "MSE to the clean image, or cross-entropy to the class the classifier gives the clean image."
+    "MSE to the clean image, or cross-entropy to f's class of the clean image, or to `y`."
     den = self._attach(model, x.device)
     den.__dict__['images'] = True
     try: out = model(x + torch.randn_like(x) * self.sigma)
     finally: den.__dict__['images'] = False
     logits = self.classifier(out)
     if self.options.loss == 'mse': return F.mse_loss(out.float(), x.float()), logits
+    if self.options.loss == 'classification': return F.cross_entropy(logits.float(), y), logits
     with torch.no_grad(): target = self.classifier(x).argmax(1)
     return F.cross_entropy(logits.float(), target), logits
 
 # %% ../nbs/06_methods.ipynb #982ce3ad
 def denoised_classifier(denoiser_checkpoint:str|Path, # what `rs_train --method denoise` wrote
-                        classifier:str|Path, # the fixed classifier it was trained for
+                        classifier:str|Path|nn.Module, # the fixed classifier (file or module)
                        )->nn.Sequential: # f ∘ D, in eval mode, on the CPU
     "The classifier behind the trained denoiser, as one module."
     from randsmooth.models import load_checkpoint, load_model
     den = load_checkpoint(denoiser_checkpoint, arch='randsmooth.methods:denoiser')[0]
-    return nn.Sequential(den, load_model(classifier)[0]).eval()
+    f = classifier if isinstance(classifier, nn.Module) else load_model(classifier)[0]
+    return nn.Sequential(den, f).eval()
+
+def _not_torch(model:nn.Module)->str|None:
+    "Why `model` is not a plain torch module that `jit.trace` can follow, or None."
+    from randsmooth.models import OnnxModule
+    from randsmooth.smooth import NumpyClassifier
+    for m in model.modules():
+        if isinstance(m, OnnxModule): return f"an ONNX model run by onnxruntime ({m.path})"
+        if isinstance(m, NumpyClassifier): return "a NumpyClassifier (a NumPy function)"
+    return None
+
+def _output_depends_on_input(traced)->bool:
+    "Whether the traced program's output is computed from its input (not a recorded constant)."
+    graph = traced.inlined_graph
+    x = list(graph.inputs())[1].unique()
+    seen, todo = set(), list(graph.outputs())
+    while todo:
+        v = todo.pop()
+        if v.unique() == x: return True
+        if v.unique() in seen: continue
+        seen.add(v.unique()); todo.extend(v.node().inputs())
+    return False
+
+def _check_export(model:nn.Module, traced, input_shape:tuple):
+    "A ValueError unless `traced` agrees with `model` on probes far from the tracing input."
+    g = torch.Generator().manual_seed(20)
+    probes = [torch.rand(5, *input_shape, generator=g) * 3 - 1,
+              torch.rand(3, *input_shape, generator=g) + torch.randn(3, *input_shape, generator=g),
+              torch.zeros(1, *input_shape)]
+    with torch.no_grad():
+        for p in probes:
+            want, got = model(p), traced(p)
+            if got.shape != want.shape or not torch.allclose(got, want, 1e-4, 1e-4, equal_nan=True):
+                raise ValueError("export_denoised: the traced f∘D disagrees with the in-memory "
+                                 "f∘D on inputs away from the tracing input, so it would not "
+                                 "certify your classifier; certify denoised_classifier(...) in "
+                                 "memory instead")
 
 def export_denoised(denoiser_checkpoint:str|Path, # the checkpoint `rs_train --method denoise` wrote
-                    classifier:str|Path, # the fixed classifier
+                    classifier:str|Path|nn.Module, # the fixed classifier (file or torch module)
                     path:str|Path, # the file to write (TorchScript, `.pt`), atomically
                     input_shape:tuple, # one input's shape, e.g. (1, 8, 8)
                    )->Path:
-    "Write f ∘ D as one TorchScript file for `rs_certify` (in eval mode: batch norm frozen)."
+    "Write f ∘ D as one TorchScript file for `rs_certify`; refuse what cannot be traced faithfully."
     from randsmooth.cli import atomic_writer
     model = denoised_classifier(denoiser_checkpoint, classifier)
-    with torch.no_grad(): traced = torch.jit.trace(model, torch.rand(2, *input_shape))
-    with atomic_writer(path) as f: torch.jit.save(traced, f)
+    how = ("; certify f∘D in memory instead: Smooth(denoised_classifier(denoiser_checkpoint, "
+           "classifier), ...)")
+    if (why := _not_torch(model)) is not None:
+        raise ValueError(f"export_denoised: the classifier is {why}, which torch.jit.trace cannot "
+                         f"follow (it would record one output as a constant){how}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', torch.jit.TracerWarning)
+        with torch.no_grad():
+            traced = torch.jit.trace(model, torch.rand(2, *input_shape), check_trace=False)
+    tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    if tracer:
+        raise ValueError(f"export_denoised: tracing f∘D warned that the trace may not generalise "
+                         f"({str(tracer[0].message).splitlines()[0]}){how}")
+    if not _output_depends_on_input(traced):
+        raise ValueError(f"export_denoised: the traced f∘D's output does not depend on its "
+                         f"input (the classifier's output was recorded as a constant){how}")
+    _check_export(model, traced, tuple(input_shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)     # torch.jit's deprecation notice
+        with atomic_writer(path) as f: torch.jit.save(traced, f)
     return Path(path)
 
 # %% ../nbs/06_methods.ipynb #d812feb3
@@ -507,14 +689,24 @@ def make_objective(method:str, # one of `METHODS`
     return _OBJECTIVES[method](float(sigma), opts)
 
 # %% ../nbs/06_methods.ipynb #8fd10d0c
-def _run_one(folder:Path, method:str, options, sigma:float, epochs:int, arch:str)->tuple:
-    "Train (or finish training) one method at one σ; (model, training seconds)."
+def _run_one(folder:Path, method:str, options, sigma:float, epochs:int, arch:str, seed:int=0,
+             **recipe)->tuple:
+    "Train (or finish training) one method at one σ and seed; (model, training seconds)."
     from randsmooth.train import train, read_train_log, LOG_NAME
     from randsmooth.models import load_checkpoint
-    ckpt = train('digits', arch, folder, sigma, epochs=epochs, method=method,
-                 method_options=options, lr_step=max(1, epochs // 2 + epochs // 4), resume=True,
-                 progress=False, device='cpu')
-    return load_checkpoint(ckpt)[0], float(read_train_log(folder/LOG_NAME).time.sum())
+    run = dict(epochs=epochs, lr_step=max(1, epochs // 2 + epochs // 4), resume=True,
+               progress=False, device='cpu', seed=seed)
+    if method == 'denoise':       # a classifier trained without noise, then the denoiser
+        clf = train('digits', arch, folder.parent/f'clean_seed{seed}', 0.0, **run)
+        given = parse_options(options)
+        ckpt = train('digits', 'randsmooth.methods:denoiser', folder, sigma, method=method,
+                     method_options={**given, 'classifier': str(clf)}, **run, **recipe)
+        model = denoised_classifier(ckpt, clf)
+    else:
+        ckpt = train('digits', arch, folder, sigma, method=method, method_options=options, **run,
+                     **recipe)
+        model = load_checkpoint(ckpt)[0]
+    return model, float(read_train_log(folder/LOG_NAME).time.sum())
 
 # %% ../nbs/06_methods.ipynb #edb6ae05
 def _certify_one(model:nn.Module, sigma:float, outfile:Path, n0:int, n:int, alpha:float, skip:int):
@@ -535,25 +727,49 @@ def compare_methods(outdir:str|Path, # folder for every run and certification lo
                     skip:int=5, # certify every skip-th test digit
                     radii=(0.0, 0.25, 0.5, 0.75, 1.0), # radii of the certified-accuracy columns
                     arch:str='small_cnn', # the architecture of every run
-                   ): # a DataFrame, a row per (σ, method): accuracies, ACR, time, cost
-    "Train and certify each method at each σ on `digits`: certified accuracy, ACR, relative cost."
+                    seeds=(0,), # training seeds (weights, order, noise); one run per seed
+                    recipes:dict|None=None, # method -> extra `train` arguments (lr, weight_decay)
+                   ): # a DataFrame, a row per (σ, method, seed): accuracies, ACR, time, cost
+    "Train and certify each method at each σ and seed on `digits`: certified accuracy, ACR, cost."
     from randsmooth.analyze import certified_accuracy, average_certified_radius
     import pandas as pd
-    rows, outdir = [], Path(outdir)
+    rows, outdir, recipes = [], Path(outdir), recipes or {}
     for sigma in sigmas:
-        for method, options in methods.items():
-            folder = outdir/f'{method}_sigma{sigma}'
-            model, seconds = _run_one(folder, method, options, sigma, epochs, arch)
-            log = _certify_one(model, sigma, folder/'certify.tsv', 100, n, alpha, skip)
-            acc = certified_accuracy(log, list(radii))
-            at = {f'r={r}': a for r, a in zip(radii, acc)}
-            rows.append(dict(sigma=sigma, method=method, **at, ACR=average_certified_radius(log),
-                             train_s=seconds))
+        for seed in seeds:
+            for method, options in methods.items():
+                folder = outdir/f'{method}_sigma{sigma}_seed{seed}'
+                recipe = recipes.get(method, {})
+                model, seconds = _run_one(folder, method, options, sigma, epochs, arch, seed,
+                                          **recipe)
+                log = _certify_one(model, sigma, folder/'certify.tsv', 100, n, alpha, skip)
+                acc = certified_accuracy(log, list(radii))
+                at = {f'r={r}': a for r, a in zip(radii, acc)}
+                rows.append(dict(sigma=sigma, method=method, seed=seed, **at,
+                                 ACR=average_certified_radius(log), train_s=seconds,
+                                 options=str(options or ''),
+                                 recipe=','.join(f'{k}={v}' for k, v in recipe.items())))
     df = pd.DataFrame(rows)
-    base = df[df.method == 'gaussian'].set_index('sigma').train_s
-    df['cost'] = df.train_s / df.sigma.map(base) if 'gaussian' in methods else float('nan')
+    base = df[df.method == 'gaussian'].set_index(['sigma', 'seed']).train_s
+    keys = list(zip(df.sigma, df.seed))
+    df['cost'] = (df.train_s / base.reindex(keys).to_numpy() if 'gaussian' in methods
+                  else float('nan'))
     return df
+
+# %% ../nbs/06_methods.ipynb #94d6e6f9
+def summarize_comparison(df:'pandas.DataFrame', # rows of `compare_methods` (or its CSV)
+                        )->'pandas.DataFrame': # per (σ, method): `col` (mean), `col_sd`, seeds
+    "Mean and standard deviation over seeds of each measured column, per σ and method."
+    import pandas as pd
+    cols = [c for c in df.columns if c.startswith('r=')] + ['ACR', 'cost']
+    order = list(dict.fromkeys(df.method))
+    g = df.groupby(['sigma', 'method'], sort=False)
+    out = g[cols].mean().join(g[cols].std(ddof=1).add_suffix('_sd')).join(g.seed.count())
+    out = out.rename(columns={'seed': 'seeds'}).reset_index()
+    out['order'] = out.method.map(order.index)
+    return out.sort_values(['sigma', 'order']).drop(columns='order').reset_index(drop=True)
 
 # %% ../nbs/06_methods.ipynb #91834f35
 DIGITS_COMPARISON = {'gaussian': None, 'consistency': None, 'smoothadv': 'warmup=3',
-                     'macer': 'm=8,lam=3', 'smoothmix': None}
+                     'macer': 'm=8,lam=12,defer=10', 'smoothmix': 'warmup=3',
+                     'denoise': 'loss=mse'}
+DIGITS_RECIPES = {'macer': dict(weight_decay=5e-4), 'denoise': dict(lr=0.01)}

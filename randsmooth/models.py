@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_models.ipynb #4315fb34
 from __future__ import annotations
-import hashlib, importlib, inspect, math, os, pickle, re, warnings, zipfile
+import hashlib, importlib, inspect, math, os, pickle, re, sys, warnings, zipfile
 from collections import OrderedDict
 from pathlib import Path
 import torch
@@ -19,8 +19,8 @@ from fastcore.basics import patch
 __all__ = ['ARCHITECTURES', 'DEFAULT_ARCHITECTURE', 'CHECKPOINT_FORMAT', 'MODEL_FORMATS', 'NormalizeLayer', 'with_normalization',
            'BasicBlock', 'CifarResNet', 'small_cnn', 'mlp', 'linear', 'arch_source', 'check_arch', 'get_architecture',
            'atomic_save', 'check_weights_only_safe', 'unwrap_model', 'save_checkpoint', 'UnsafeCheckpointError',
-           'SigmaMismatchWarning', 'load_checkpoint', 'model_format', 'OnnxModule', 'load_model', 'file_sha256',
-           'warn_sigma_mismatch']
+           'SigmaMismatchWarning', 'load_checkpoint', 'model_format', 'OnnxModule', 'load_model', 'fixed_batch_size',
+           'read_meta', 'file_sha256', 'warn_sigma_mismatch']
 
 # %% ../nbs/04_models.ipynb #70c47715
 def _check_stats(mean, std)->tuple:
@@ -188,12 +188,27 @@ def check_arch(arch, # an architecture name
     return arch
 
 # %% ../nbs/04_models.ipynb #edd85c57
+def _import_from_cwd(module_name:str):
+    "Import `module_name` with the working directory first on `sys.path`, as `python -m` does."
+    entry = os.getcwd()
+    sys.path.insert(0, entry)
+    try:
+        importlib.invalidate_caches()                   # a module written after start-up is found
+        return importlib.import_module(module_name)
+    finally:
+        i = next((i for i, p in enumerate(sys.path) if p is entry), None)
+        if i is not None: del sys.path[i]
+
 def _from_factory(arch:str, shape:tuple|None, num_classes:int)->nn.Module:
     "Call the factory `package.module:name` with `num_classes` (and `input_shape` if it takes it)."
     module_name, name = arch.split(':')
-    try: factory = getattr(importlib.import_module(module_name), name)
+    try: factory = getattr(_import_from_cwd(module_name), name)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"arch {arch!r}: cannot import it: {e}") from None
+        top = module_name.split('.')[0]
+        where = (f" (looked in the working directory {os.getcwd()} and on sys.path: run from the "
+                 f"folder that holds {top}/ or {top}.py, or add that folder to PYTHONPATH)"
+                 if isinstance(e, ModuleNotFoundError) else '')
+        raise ValueError(f"arch {arch!r}: cannot import it: {e}{where}") from None
     if not callable(factory): raise TypeError(f"arch {arch!r} is not callable")
     kwargs = {'num_classes': num_classes}
     if shape is not None and 'input_shape' in inspect.signature(factory).parameters:
@@ -342,6 +357,24 @@ def _check_save_args(model, sigma, epoch)->tuple:
                         "makes it")
     return model, sigma
 
+# %% ../nbs/04_models.ipynb #7b2c3d4e
+_PREPROCESSING = ('resize', 'crop', 'channels')
+
+def _check_preprocessing(preprocessing, # None, or a dict with keys among resize, crop, channels
+                         name:str='preprocessing', # its name, for messages
+                        )->dict|None:
+    "`preprocessing` with its keys in order, if it is None or a dict of positive sizes."
+    if preprocessing is None: return None
+    if not isinstance(preprocessing, dict) or set(preprocessing) - set(_PREPROCESSING):
+        raise ValueError(f"{name} must be None or a dict with keys among "
+                         f"{', '.join(_PREPROCESSING)}, got {preprocessing!r}")
+    for k, v in preprocessing.items():
+        ok = v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+        if not ok or (k == 'channels' and v not in (None, 1, 3)):
+            allowed = '1, 3 or None' if k == 'channels' else 'a positive number of pixels or None'
+            raise ValueError(f"{name}[{k!r}] must be {allowed}, got {v!r}")
+    return {k: preprocessing[k] for k in _PREPROCESSING if k in preprocessing}
+
 # %% ../nbs/04_models.ipynb #45a2186a
 def save_checkpoint(path:str|Path, # file to write (atomically)
                     model:nn.Module, # `nn.Sequential(NormalizeLayer, net)` from `get_architecture`
@@ -351,6 +384,7 @@ def save_checkpoint(path:str|Path, # file to write (atomically)
                     sigma:float|None, # its training noise level (0 for no noise; None if unknown)
                     epoch:int|None=None, # epochs completed
                     classes:list|None=None, # class names; None: the dataset's
+                    preprocessing:dict|None=None, # the images' `resize`, `crop`, `channels`
                     **state, # more to keep (optimizer state...): tensors, numbers, strings, ...
                    )->Path:
     "Save `model` and everything needed to use it correctly to `path`; returns the path."
@@ -358,6 +392,7 @@ def save_checkpoint(path:str|Path, # file to write (atomically)
     info = dataset if isinstance(dataset, DatasetInfo) else dataset_info(check_dataset(dataset))
     model, sigma = _check_save_args(model, sigma, epoch)
     classes = _check_classes(classes, info)
+    preprocessing = _check_preprocessing(preprocessing)
     num_classes = len(classes) if classes is not None else info.num_classes
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if problem := _fit_problem(_expected_shapes(arch, info, num_classes), state_dict):
@@ -367,7 +402,8 @@ def save_checkpoint(path:str|Path, # file to write (atomically)
     return atomic_save({
         'randsmooth_checkpoint': CHECKPOINT_FORMAT, 'version': randsmooth.__version__, 'arch': arch,
         'dataset': info.name, 'input_shape': list(info.input_shape), 'num_classes': num_classes,
-        'classes': classes, 'sigma': sigma, 'mean': model[0].mean.tolist(),
+        'classes': classes, 'preprocessing': preprocessing, 'sigma': sigma,
+        'mean': model[0].mean.tolist(),
         'std': model[0].std.tolist(), 'epoch': epoch, 'state_dict': state_dict, 'state': state},
         path)
 
@@ -441,7 +477,7 @@ def _from_reference(ckpt:dict, path:Path, dataset:str|None)->dict:
     state_dict['0.mean'], state_dict['0.std'] = torch.tensor(info.mean), torch.tensor(info.std)
     return {'arch': arch, 'dataset': info.name, 'input_shape': list(info.input_shape),
             'num_classes': info.num_classes,
-            'classes': None if info.classes is None else list(info.classes),
+            'classes': None if info.classes is None else list(info.classes), 'preprocessing': None,
             'sigma': _sigma_from_path(path), 'mean': list(info.mean), 'std': list(info.std),
             'epoch': ckpt.get('epoch') if isinstance(ckpt.get('epoch'), int) else None,
             'version': None, 'format': 'reference',
@@ -465,8 +501,8 @@ def _model_from_state_dict(state_dict:dict, arch:str, info:DatasetInfo, num_clas
     return model
 
 # %% ../nbs/04_models.ipynb #ff959ddb
-_META_KEYS = ('arch', 'dataset', 'input_shape', 'num_classes', 'classes', 'sigma', 'mean', 'std',
-              'epoch', 'version', 'state', 'state_dict')
+_META_KEYS = ('arch', 'dataset', 'input_shape', 'num_classes', 'classes', 'preprocessing', 'sigma',
+              'mean', 'std', 'epoch', 'version', 'state', 'state_dict')
 
 def _checkpoint_info(meta:dict, path:Path)->DatasetInfo:
     "The `DatasetInfo` a randsmooth checkpoint was saved for (a named one's, or the stored one)."
@@ -482,6 +518,8 @@ def _checkpoint_info(meta:dict, path:Path)->DatasetInfo:
 def _randsmooth_meta(ckpt:dict, path:Path, arch:str|None, dataset:str|None)->tuple:
     "`(meta, info)` of a randsmooth checkpoint, checked against the `arch` and `dataset` asked for."
     meta = {k: ckpt.get(k) for k in _META_KEYS} | {'format': 'randsmooth'}
+    meta['preprocessing'] = _check_preprocessing(meta['preprocessing'],
+                                                 f"checkpoint {path}: preprocessing")
     try: source = arch_source(meta['arch'])
     except (TypeError, ValueError) as e: raise ValueError(f"checkpoint {path}: {e}") from None
     if source == 'factory' and arch != meta['arch']:
@@ -611,9 +649,8 @@ def _model_from_weights(state_dict:dict, arch:str|None, info:DatasetInfo|None, n
         raise ValueError(f"{path} does not fit arch {arch!r} with {k} classes: {problem}")
     model.load_state_dict({n: v.to(model.state_dict()[n].dtype) for n, v in state_dict.items()})
     mean, std = (model[0].mean.tolist(), model[0].std.tolist()) if layout else (None, None)
-    classes = list(info.classes) if info is not None and info.classes else None
     return model, {'arch': arch, 'num_classes': k, 'sigma': None, 'mean': mean, 'std': std,
-                   'classes': classes}
+                   'classes': None, 'preprocessing': None}
 
 # %% ../nbs/04_models.ipynb #bbee8ca0
 def _read_safetensors(path:Path)->dict:
@@ -635,6 +672,27 @@ def _load_program(path:Path, fmt:str)->nn.Module:
         raise ValueError(f"{path}: not a readable {fmt} file ({type(e).__name__}: {e})") from None
     for m in model.modules(): m.training = False   # graph fixed; the flag `Smooth` reads
     return model
+
+# %% ../nbs/04_models.ipynb #9d4e5f60
+def _program_shape(gm:nn.Module)->tuple|None:
+    "The first input's shape of an exported program's module (None for dynamic dims), else None."
+    graph = getattr(gm, 'graph', None)
+    if not isinstance(graph, torch.fx.Graph): return None
+    for node in graph.nodes:
+        if node.op != 'placeholder': continue
+        val = node.meta.get('val')
+        if not isinstance(val, torch.Tensor): return None
+        return tuple(d if isinstance(d, int) else None for d in val.shape)
+    return None
+
+def _input_shape(model:nn.Module)->tuple|None:
+    "The input shape an ONNX file or exported program declares (None for dynamic dims), else None."
+    for m in unwrap_model(model).modules():
+        if isinstance(m, OnnxModule):
+            return tuple(d if isinstance(d, int) and d > 0 else None
+                         for d in m.session.get_inputs()[0].shape)
+        if (shape := _program_shape(m)) is not None: return shape
+    return None
 
 # %% ../nbs/04_models.ipynb #dfdb5969
 def _check_model_args(path, arch, info, num_classes)->Path:
@@ -662,11 +720,28 @@ def _load_any(path:Path, fmt:str, arch, info, num_classes)->tuple:
     if fmt in ('torch.export', 'torchscript', 'onnx'):
         model = OnnxModule(path) if fmt == 'onnx' else _load_program(path, fmt)
         k = num_classes or (info.num_classes if info else None)
-        return model, {'arch': arch, 'sigma': None, 'num_classes': k, 'format': fmt}
+        return model, {'arch': arch, 'sigma': None, 'num_classes': k, 'format': fmt,
+                       'classes': None, 'preprocessing': None}
     if fmt == 'safetensors': weights = _read_safetensors(path)
     else: weights = _state_dict_of(_torch_load_safe(path), path)
     model, meta = _model_from_weights(weights, arch, info, num_classes, path)
     return model, meta | {'format': 'safetensors' if fmt == 'safetensors' else 'state_dict'}
+
+# %% ../nbs/04_models.ipynb #8c3d4e5f
+def _check_channels(shape, # the model's input shape (None: unknown; entries None: dynamic)
+                    info:DatasetInfo|None, # the data's
+                    path:Path, # the model file, for the message
+                   ):
+    "A `ValueError` saying why, if the model takes images with other channels than the data's."
+    if info is None or not info.is_image or shape is None or len(shape) != 3: return
+    want, have = shape[0], info.input_shape[0]
+    if want is None or want == have: return
+    kind = {1: 'grayscale', 3: 'RGB'}
+    fix = (f"; an image folder is read as {kind[want]} with channels={want} (load_dataset)"
+           if want in kind else '')
+    raise ValueError(f"model {path} takes {want}-channel images (input shape "
+                     f"{tuple(shape)}) but the data's images have {have} channels "
+                     f"{tuple(info.input_shape)}{fix}, or use a model for {have}-channel images")
 
 # %% ../nbs/04_models.ipynb #677ab65d
 def load_model(path:str|Path, # a model file in one of the `MODEL_FORMATS`
@@ -681,10 +756,40 @@ def load_model(path:str|Path, # a model file in one of the `MODEL_FORMATS`
     fmt = model_format(path)
     if fmt == 'torch.save' and _is_checkpoint(obj := _torch_load_safe(path), arch):
         name = info.name if info and info.name in DATASETS else None
-        return _load_checkpoint_dict(obj, path, device, arch, name)
+        model, meta = _load_checkpoint_dict(obj, path, device, arch, name)
+        _check_channels(meta.get('input_shape'), info, path)
+        return model, meta
     model, meta = _load_any(path, fmt, arch, info, num_classes)
+    if (shape := _input_shape(model)) is not None: _check_channels(shape[1:], info, path)
     model = model.to(device)
     return (model if fmt == 'torch.export' else model.eval()), meta
+
+# %% ../nbs/04_models.ipynb #b1607182
+def fixed_batch_size(model:nn.Module, # a model, e.g. from `load_model`
+                     example:torch.Tensor|None=None, # one input (no batch dimension): try batches
+                    )->int|None: # the only batch size the model takes; None: any (or unknown)
+    "The batch size an exported model is fixed to (ONNX, torch.export), or None if dynamic/unknown."
+    shape = _input_shape(model)
+    if shape is not None: return shape[0] if shape else None
+    if example is None: return None
+    with torch.no_grad():
+        try: model(example[None])
+        except Exception: return None                      # fails alone: not about the batch
+        try: pair_ok = model(torch.stack([example, example])).shape[0] == 2
+        except Exception: pair_ok = False
+    return None if pair_ok else 1
+
+# %% ../nbs/04_models.ipynb #f5a41526
+def read_meta(path:str|Path, # a model file
+             )->dict|None: # a randsmooth checkpoint's metadata (no weights, no state); else None
+    "What a randsmooth checkpoint records about its model, read safely without building it."
+    path = _check_model_args(path, None, None, None)
+    if model_format(path) != 'torch.save': return None
+    obj = _torch_load_safe(path)
+    if not (_is_checkpoint(obj, None) and 'randsmooth_checkpoint' in obj): return None
+    meta = {k: obj.get(k) for k in _META_KEYS if k not in ('state', 'state_dict')}
+    return meta | {'preprocessing': _check_preprocessing(meta['preprocessing'],
+                                                         f"checkpoint {path}: preprocessing")}
 
 # %% ../nbs/04_models.ipynb #b65ad863
 def file_sha256(path:str|Path, # the file to hash
@@ -707,8 +812,8 @@ def warn_sigma_mismatch(meta_sigma:float|None, # the training sigma (checkpoint)
     if not (isinstance(meta_sigma, (int, float)) and meta_sigma >= 0):
         raise ValueError(f"meta_sigma must be a number >= 0 or None, got {meta_sigma!r}")
     if abs(meta_sigma - sigma) <= 1e-9 * max(sigma, meta_sigma): return False
-    warnings.warn(f"the model was trained with sigma={meta_sigma:g} but is used with "
-                  f"sigma={sigma:g}: allowed, and the certificate is still valid, but expect lower "
-                  "accuracy and smaller radii than at the training sigma", SigmaMismatchWarning,
-                  stacklevel=2)
+    warnings.warn(SigmaMismatchWarning(
+        f"the model was trained with noise sigma={meta_sigma:g} and is used with sigma={sigma:g}: "
+        f"the certificate is still valid, but expect lower accuracy and smaller radii than at "
+        f"sigma={meta_sigma:g}"), stacklevel=2)
     return True

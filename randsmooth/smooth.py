@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_smooth.ipynb #88b54c7e
 from __future__ import annotations
-import functools, time
+import functools, random, time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 import numpy as np
@@ -17,8 +17,8 @@ from .stats import lower_confidence_bound, upper_confidence_bound, predict_pvalu
 from .stats import min_samples_to_predict, min_samples_to_certify
 
 # %% auto #0
-__all__ = ['example_generator', 'PredictResult', 'CertifyResult', 'LookSchedule', 'Smooth', 'certificate_from_counts',
-           'NumpyClassifier']
+__all__ = ['example_generator', 'PredictResult', 'CertifyResult', 'LookSchedule', 'Smooth', 'SamplingContractError',
+           'check_sampling_contract', 'certificate_from_counts', 'NumpyClassifier']
 
 # %% ../nbs/02_smooth.ipynb #d1412094
 _MT_WORDS, _MT_OFFSET = 624, 24  # the Mersenne Twister's state words; their offset in get_state()
@@ -439,9 +439,11 @@ def _noisy_inputs(xs, num, chunk, generators, sigma, noise):
         yield torch.add(examples, eps, alpha=sigma, out=eps).view(k * b, *shape)
 
 # %% ../nbs/02_smooth.ipynb #d8544af1
-def _check_scores(scores, b, num_classes):
-    "The base classifier must map b inputs to scores [b, num_classes]."
-    if not torch.is_tensor(scores) or scores.ndim != 2 or tuple(scores.shape) != (b, num_classes):
+def _check_scores(scores, b, num_classes=None):
+    "The base classifier must map b inputs to scores [b, num_classes] (any width if None)."
+    width = num_classes if num_classes is not None else (scores.shape[-1] if torch.is_tensor(scores)
+                                                         and scores.ndim == 2 else None)
+    if not torch.is_tensor(scores) or scores.ndim != 2 or tuple(scores.shape) != (b, width):
         got = list(scores.shape) if torch.is_tensor(scores) else type(scores).__name__
         raise ValueError(f"base_classifier must return scores of shape [b, num_classes] = "
                          f"[{b}, {num_classes}] for a batch of b = {b} inputs, got {got}")
@@ -457,34 +459,215 @@ def _count_group(classifier, xs, num, chunk, generators, sigma, num_classes, buf
     for i, inputs in enumerate(_noisy_inputs(xs, num, chunk, generators, sigma, noise)):
         scores = classifier(inputs if layout is None else layout[:len(inputs)].copy_(inputs))
         if i == 0: _check_scores(scores, len(inputs), num_classes)
-        bad = bad.to(scores.device) | ~torch.isfinite(scores).all()
+        bad = bad.to(scores.device) | ~torch.isfinite(scores.amax(1)).all()
         classes = (scores.argmax(1).view(k, -1) + offsets).view(-1)
         counts.index_add_(0, classes, offsets.new_ones(len(inputs)))
     return counts.view(k, num_classes), bad
 
-# %% ../nbs/02_smooth.ipynb #ff64fb62
-def _training_batchnorm(f)->bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in f.modules())
+# %% ../nbs/02_smooth.ipynb #dc708f6c
+class SamplingContractError(ValueError):
+    "A base classifier that breaks the sampling contract; the message names the cause and the fix."
 
-# %% ../nbs/02_smooth.ipynb #78bf3899
+# %% ../nbs/02_smooth.ipynb #b80c3d5f
+def _layers(f)->list:
+    "(name, module) for every submodule of `f`, the root named by its class; [] for a function."
+    if not isinstance(f, nn.Module): return []
+    return [(name or type(f).__name__, m) for name, m in f.named_modules()]
+
+def _check_layers(f, eval_mode:bool):
+    "Refuses batch norm that normalises with the batch's statistics (in eval mode, or as is)."
+    for name, m in _layers(f):
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm): continue
+        if not m.track_running_stats or m.running_mean is None:
+            raise SamplingContractError(
+                f"base_classifier's layer '{name}' ({type(m).__name__}) has no running "
+                f"statistics (track_running_stats=False): it normalises each forward pass with "
+                f"that batch's own statistics, so a draw's class would depend on the other inputs "
+                f"of its batch; give it running statistics (track_running_stats=True, estimated "
+                f"on training data)")
+        if not eval_mode and m.training:
+            raise SamplingContractError(
+                f"eval_mode=False with batch norm '{name}' in training mode: its predictions "
+                f"would depend on the rest of the batch; call .eval() on those layers or use "
+                f"eval_mode=True")
+
+# %% ../nbs/02_smooth.ipynb #3586780f
+def _check_modes(f, eval_mode:bool, when:str):
+    "Every submodule in eval mode (eval_mode=True); no training batch norm (eval_mode=False)."
+    if not eval_mode: return _check_layers(f, False)
+    for name, m in _layers(f):
+        if m.training:
+            raise SamplingContractError(
+                f"base_classifier's submodule '{name}' ({type(m).__name__}) is in training mode "
+                f"{when} (test-time adaptation?): a draw's class could depend on its batch and on "
+                f"earlier calls; sample a model whose forward leaves its mode alone")
+
+# %% ../nbs/02_smooth.ipynb #2619d666
+def _version(t):
+    "`t`'s version counter (None where there is none: inference tensors, lazy parameters)."
+    if isinstance(t, nn.parameter.UninitializedTensorMixin): return None
+    try: return t._version
+    except RuntimeError: return None
+
+def _state(f)->tuple:
+    "What sampling must not change: (name, tensor, version) per parameter and buffer; buffer sums."
+    tensors = [(n, t, _version(t)) for n, t in (*f.named_parameters(), *f.named_buffers())]
+    buffers = [(n, b) for n, b in f.named_buffers()
+               if not b.is_complex() and not isinstance(b, nn.parameter.UninitializedTensorMixin)]
+    device = buffers[0][1].device if buffers else None
+    wide = torch.float32 if device is not None and device.type == 'mps' else torch.float64
+    sums = torch.stack([b.detach().sum(dtype=wide).to(device) for _, b in buffers]) \
+        if buffers else None
+    return tensors, buffers, sums
+
+def _state_changes(before:tuple, after:tuple)->list:
+    "Names of the parameters and buffers that differ between two `_state`s."
+    (t0, b0, s0), (t1, b1, s1) = before, after
+    if [n for n, *_ in t0] != [n for n, *_ in t1]:
+        return sorted({n for n, *_ in t0} ^ {n for n, *_ in t1}) or ['(their order)']
+    changed = [n for (n, a, va), (_, b, vb) in zip(t0, t1)
+               if va is not None and (a is not b or va != vb)]
+    if s0 is not None and [n for n, _ in b0] == [n for n, _ in b1]:
+        same = (s0 == s1) | (s0.isnan() & s1.isnan())
+        changed += [n for (n, _), ok in zip(b0, same.tolist()) if not ok and n not in changed]
+    return changed
+
+def _check_state(f, before:tuple):
+    "Refuses a classifier whose parameters or buffers changed since `before`."
+    changed = _state_changes(before, _state(f))
+    if changed:
+        raise SamplingContractError(
+            f"the classifier changed its parameters or buffers while it was sampled ({changed[0]!r}"
+            f"{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}; running statistics "
+            f"updated?): its draws would depend on earlier ones; sample a model whose forward pass "
+            f"leaves its state alone (batch norm in eval mode, no test-time adaptation)")
+
+# %% ../nbs/02_smooth.ipynb #6422986a
 @contextmanager
 def _sampling_mode(f, eval_mode:bool):
-    "Runs `f` in eval mode (when asked and `f` is a module), restoring every submodule's mode."
+    "The per-call guard: `f` in eval mode (set directly, verified), its state kept, modes restored."
     if not isinstance(f, nn.Module): yield; return
-    if not eval_mode:
-        if _training_batchnorm(f):
-            raise ValueError("eval_mode=False with batch norm in training mode: its predictions "
-                             "would depend on the rest of the batch; call .eval() on those layers "
-                             "or use eval_mode=True")
-        yield; return
+    _check_layers(f, eval_mode)
     modes = [(m, m.training) for m in f.modules()]
-    if any(training for _, training in modes):
-        try: f.eval()
-        except NotImplementedError:   # e.g. a torch.export program's module refuses .eval()
+    try:
+        if eval_mode:
             for m, _ in modes: m.training = False
-    try: yield
+        _check_modes(f, eval_mode, 'after being set to eval mode')
+        before = _state(f)
+        yield
+        _check_modes(f, eval_mode, 'after a forward pass')
+        _check_state(f, before)
     finally:
         for m, training in modes: m.training = training
+
+# %% ../nbs/02_smooth.ipynb #e23e780d
+_PROBE_SEED, _PROBE_PARTNERS = 20_231, 7
+
+def _reseed(seed:int, device):
+    "Seeds the global generators: torch's on the CPU and on `device`, NumPy's, `random`'s."
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == 'cuda':
+        with torch.cuda.device(device): torch.cuda.manual_seed(seed)
+    elif device.type != 'cpu': getattr(torch, device.type).manual_seed(seed)    # mps, xpu, ...
+    np.random.seed(seed); random.seed(seed)
+
+@contextmanager
+def _forked_rng(device):
+    "The global generators (torch's on the CPU and `device`, NumPy's, `random`'s) restored on exit."
+    state, np_state = random.getstate(), np.random.get_state()
+    devices, kind = [], {}
+    if device.type == 'cuda':
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    elif device.type != 'cpu': devices, kind = [device.index or 0], {'device_type': device.type}
+    try:
+        with torch.random.fork_rng(devices=devices, **kind): yield
+    finally: random.setstate(state); np.random.set_state(np_state)
+
+def _gap(a:torch.Tensor, b:torch.Tensor)->float:
+    "The largest difference between two score tensors (inf where their infinite entries differ)."
+    inf = torch.isinf(a) | torch.isinf(b)
+    if not torch.equal(a[inf], b[inf]): return float('inf')
+    d = (a - b).abs()[~inf]
+    return float(d.max()) if d.numel() else 0.0
+
+# %% ../nbs/02_smooth.ipynb #3343a998
+def _probe(f, x, sigma, eval_mode, num_classes, low_precision, channels_last):
+    "Runs the probe around the example `x` (in the caller's mode and autocast context)."
+    g = torch.Generator().manual_seed(_PROBE_SEED)
+    eps = torch.randn((1 + 2 * _PROBE_PARTNERS, *x.shape), generator=g).to(x.device, x.dtype)
+    m = _PROBE_PARTNERS
+    z0, A, B = x + sigma * eps[:1], x + sigma * eps[1:m + 1], x + 3 * sigma * eps[m + 1:]
+    def run(*parts, seed=True):
+        z = torch.cat(parts)
+        if channels_last and z.ndim == 4: z = z.contiguous(memory_format=torch.channels_last)
+        if seed: _reseed(_PROBE_SEED, x.device)
+        scores = f(z)
+        _check_scores(scores, len(z), num_classes)
+        return scores.detach().float()
+    tight, loose = (1e-2, 5e-2) if low_precision else (1e-3, 1e-2)
+    with _forked_rng(x.device):
+        first = run(z0, A)
+        if not bool(torch.isfinite(first.amax(1)).all()):
+            raise ValueError("base_classifier returned NaN or infinite scores on noisy inputs")
+        finite = first[torch.isfinite(first)]
+        scale = float(finite.abs().max()) if finite.numel() else 0.0
+        couple = lambda what, a, b, rtol: _refuse_coupled(what, _gap(a, b), rtol * scale, scale)
+        couple('with other inputs in its forward pass', first[0], run(z0, B)[0], tight)
+        last = run(A, z0)[-1]
+        couple('with other inputs in its forward pass', last, run(B, z0)[-1], tight)
+        again = run(z0, A, seed=False)
+        gap = _gap(first, again)
+        if gap > tight * scale and eval_mode:
+            raise SamplingContractError(
+                f"base_classifier is random in eval mode: two identical forward passes gave "
+                f"scores {gap:.3g} apart; if it is meant to be stochastic (test-time dropout, "
+                f"noise of its own), pass eval_mode=False to sample it as it is")
+        if gap > tight * scale: return                   # stochastic: same seed, same shape only
+        couple('with its position in the batch', first[0], last, loose)
+        try: alone = run(z0)
+        except Exception: return                # cannot take a batch of one: nothing to compare
+        couple('alone and in a batch of 8', first[0], alone[0], loose)
+
+def _refuse_coupled(what:str, gap:float, tolerance:float, scale:float):
+    "Refuses a classifier whose scores for one input moved by `gap` > `tolerance` with `what`."
+    if gap > tolerance:
+        raise SamplingContractError(
+            f"base_classifier's scores for an input change {what} ({gap:.3g} apart, scores up "
+            f"to {scale:.3g}): its draws would not be independent; remove what couples a batch "
+            f"(batch norm with batch statistics, statistics over the batch dimension, "
+            f"batch-size-dependent code), or sample it in eval mode")
+
+# %% ../nbs/02_smooth.ipynb #81133687
+def _autocast(device, amp):
+    "The autocast context of `amp` (None or 'bf16') on `device`."
+    return nullcontext() if amp is None else torch.autocast(device.type, dtype=_AMP_DTYPES[amp])
+
+def _probe_target(f):
+    "`f`, or for a `torch.compile`d module the module it compiles (equal up to rounding, by torch)."
+    return f._orig_mod if type(f).__name__ == 'OptimizedModule' and hasattr(f, '_orig_mod') else f
+
+def check_sampling_contract(f, # the base classifier: a module or any callable on batches
+                            xs, # examples [k, *x.shape]; the probe is made around xs[0]
+                            *, eval_mode:bool=True, # as Smooth's: modules sampled in eval mode
+                            sigma:float=1.0, # noise level of the probe's inputs (units of xs)
+                            amp:str|None=None, # as Smooth's: None or 'bf16' autocast
+                            channels_last:bool=False, # feed image batches as NHWC (as the run)
+                            num_classes:int|None=None, # when known, the scores' width is checked
+                           )->None: # returns quietly, or raises SamplingContractError
+    "Refuses `f` unless each draw's class is a function of that draw alone (the sampling contract)."
+    xs, target = _stack_examples(xs), _probe_target(f)
+    half = (torch.float16, torch.bfloat16)
+    low = amp is not None or xs.dtype in half or _model_dtype(target) in half
+    saved = [(b, b.detach().clone()) for b in target.buffers()
+             if not isinstance(b, nn.parameter.UninitializedTensorMixin)] \
+        if isinstance(target, nn.Module) else []
+    try:
+        with _sampling_mode(target, eval_mode), torch.inference_mode(), _autocast(xs.device, amp):
+            _probe(target, xs[0], sigma, eval_mode, num_classes, low, channels_last)
+    except SamplingContractError:
+        with torch.inference_mode():
+            for b, value in saved: b.copy_(value)            # the probe leaves no trace
+        raise
 
 # %% ../nbs/02_smooth.ipynb #406d7fbf
 def _uses_channels_last(smooth, example_ndim)->bool:
@@ -495,6 +678,17 @@ def _uses_channels_last(smooth, example_ndim)->bool:
                                             any(isinstance(m, nn.Conv2d) for m in f.modules()))
 
 # %% ../nbs/02_smooth.ipynb #8f2b0dfb
+def _check_contract_once(smooth, xs, channels_last:bool):
+    "`check_sampling_contract`, once per Smooth, classifier, example shape, dtype, device, options."
+    f = smooth.base_classifier
+    key = (id(f), tuple(xs.shape[1:]), xs.dtype, str(xs.device), smooth.eval_mode, smooth.amp,
+           channels_last)
+    checked = smooth.__dict__.setdefault('_contract_checked', {})
+    if key in checked: return
+    check_sampling_contract(f, xs, eval_mode=smooth.eval_mode, sigma=smooth.sigma, amp=smooth.amp,
+                            channels_last=channels_last, num_classes=smooth.num_classes)
+    checked[key] = f       # holding f keeps its id from being reused by another object
+
 def _sample_counts(smooth, xs, num, batch_size, generators):
     "Counts [k, num_classes] (on xs.device) of f(x + σε), `num` draws per example."
     _check_dtype(smooth, xs, 'xs')
@@ -502,10 +696,10 @@ def _sample_counts(smooth, xs, num, batch_size, generators):
     noise = xs.new_empty((min(per_pass, len(xs)) * chunk, *xs.shape[1:]))
     cl = _uses_channels_last(smooth, xs.ndim - 1)
     buffers = noise, (torch.empty_like(noise, memory_format=torch.channels_last) if cl else None)
-    amp = nullcontext() if smooth.amp is None else \
-          torch.autocast(xs.device.type, dtype=_AMP_DTYPES[smooth.amp])
+    _check_contract_once(smooth, xs, cl)
     f, parts, bad = smooth.base_classifier, [], False
-    with _sampling_mode(f, smooth.eval_mode), torch.inference_mode(), amp:
+    with _sampling_mode(f, smooth.eval_mode), torch.inference_mode(), \
+         _autocast(xs.device, smooth.amp):
         for s in range(0, len(xs), per_pass):
             gens = None if generators is None else generators[s:s + per_pass]
             counts, flag = _count_group(f, xs[s:s + per_pass], num, chunk, gens, smooth.sigma,
@@ -605,17 +799,63 @@ def _certify(smooth, xs, n0, n, alpha, batch_size, generators, bound, seed, star
                           seconds, int(cand))
             for cand, a, b, pa, pb, c, r, sel, cnt in zip(*decided, selection, counts)]
 
+# %% ../nbs/02_smooth.ipynb #0f3c2472
+def _estimator_classes(fn):
+    "The `classes_` of the estimator that `fn` is a bound method of (`clf.predict_proba`), or None."
+    owner = getattr(fn, '__self__', None)
+    try: return None if owner is None else getattr(owner, 'classes_', None)
+    except Exception: return None            # e.g. a pipeline whose last step has no classes
+
+def _check_classes(classes, num_classes:int|None)->tuple:
+    "(classes as a tuple of Python values, the class id of each, the scores' width)."
+    arr = np.asarray(classes)
+    if arr.ndim != 1 or len(arr) < 2 or len(set(arr.tolist())) != len(arr):
+        raise ValueError(f"classes must list at least 2 distinct labels, got {classes!r}")
+    numeric = arr.dtype.kind in 'iu' and arr.min() >= 0
+    ids = arr.astype(np.int64) if numeric else np.arange(len(arr))
+    need = int(ids.max()) + 1
+    width = need if num_classes is None else num_classes
+    if width < need:
+        meaning = 'the classes themselves' if numeric else 'their positions in classes'
+        raise ValueError(f"num_classes = {num_classes} is too small for classes {arr.tolist()} "
+                         f"(class ids are {meaning}): use num_classes >= {need}")
+    return tuple(arr.tolist()), ids, width
+
 # %% ../nbs/02_smooth.ipynb #e6d62fbb
 class NumpyClassifier(nn.Module):
     "A base classifier from a function on NumPy arrays, e.g. a scikit-learn `predict_proba`."
-    def __init__(self, fn, # maps an array [b, features] to scores [b, num_classes] (or labels [b])
-                 num_classes:int|None=None, # needed when fn returns labels (made one-hot)
+    def __init__(self, fn, # maps an array [b, features] to scores [b, len(classes)] (or labels [b])
+                 num_classes:int|None=None, # the scores' width; None: from classes
                  flatten:bool=True, # give fn each input as one row; False: the batch's own shape
+                 classes=None, # the labels fn's outputs refer to; None: its estimator's `classes_`
                 ):
         super().__init__()
         if not callable(fn): raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         if num_classes is not None: num_classes = check_count(num_classes, 'num_classes', minimum=2)
-        self.fn, self.num_classes, self.flatten = fn, num_classes, flatten
+        if classes is None: classes = _estimator_classes(fn)
+        self.fn, self.flatten, self.classes, self._ids = fn, flatten, None, None
+        if classes is not None:
+            self.classes, self._ids, num_classes = _check_classes(classes, num_classes)
+        self.num_classes = num_classes
+
+# %% ../nbs/02_smooth.ipynb #b01c8b3c
+@patch
+def class_ids(self:NumpyClassifier, labels, # labels in the classifier's label space (the data's y)
+              what:str='data', # whose labels, for the error message
+             )->np.ndarray: # int64 class ids, as the smoothed classifier reports its classes
+    "The class ids of `labels`: map the data's labels with this before comparing with predictions."
+    if self.classes is None and self.num_classes is None:
+        raise ValueError(f"{what} labels need num_classes (or classes) to become class ids")
+    known = self.classes if self.classes is not None else range(self.num_classes)
+    ids = self._ids if self._ids is not None else range(self.num_classes)
+    lookup = dict(zip(known, (int(i) for i in ids)))
+    values = np.asarray(labels).reshape(-1).tolist()
+    out = [lookup.get(v, -1) if isinstance(v, (int, float, str, bool)) else -1 for v in values]
+    if -1 in out:
+        bad = values[out.index(-1)]
+        raise ValueError(f"{what} label {bad!r} is not one of the classes {list(known)[:20]}: "
+                         f"give classes= (the labels fn's outputs refer to, e.g. clf.classes_)")
+    return np.array(out, dtype=np.int64)
 
 # %% ../nbs/02_smooth.ipynb #c37e14bd
 @patch
@@ -624,6 +864,14 @@ def forward(self:NumpyClassifier, z):
     a = z.detach().cpu().numpy()
     out = np.asarray(self.fn(a.reshape(len(a), -1) if self.flatten else a))
     if out.ndim == 1:
-        if self.num_classes is None: raise ValueError("fn returned labels [b]: give num_classes")
-        out = np.eye(self.num_classes, dtype=np.float32)[out.astype(np.int64)]
+        if self.num_classes is None:
+            raise ValueError("fn returned labels [b]: give num_classes (or classes)")
+        out = np.eye(self.num_classes, dtype=np.float32)[self.class_ids(out, 'fn returned')]
+    elif self.classes is not None:
+        if out.ndim != 2 or out.shape[1] != len(self.classes):
+            raise ValueError(f"fn returned scores of shape {list(out.shape)}: with classes "
+                             f"{list(self.classes)[:20]} it must return [b, {len(self.classes)}]")
+        full = np.full((len(out), self.num_classes), -np.inf, dtype=np.float32)
+        full[:, self._ids] = out
+        out = full
     return torch.as_tensor(out, dtype=torch.float32, device=z.device)

@@ -336,7 +336,7 @@ def read_train_log(path:Path, # a training log written by `train`
 
 # %% ../nbs/05_train.ipynb #0c1dc0a2
 RECIPE = ('batch', 'lr', 'lr_step', 'gamma', 'momentum', 'weight_decay', 'seed', 'method',
-          'method_options')
+          'method_options', 'label_column', 'resize', 'crop')
 BEFORE_METHODS = {'method': 'gaussian', 'method_options': {}}   # checkpoints older than methods
 
 def _same(a, b)->bool:
@@ -513,7 +513,8 @@ def _train(s:TrainSettings)->Path:
                                    num_classes=info.num_classes)
     recipe = dict(batch=s.batch, lr=s.lr, lr_step=s.lr_step, gamma=s.gamma, momentum=s.momentum,
                   weight_decay=s.weight_decay, seed=s.seed, method=s.method,
-                  method_options=objective_options(run.objective, s.method_options))
+                  method_options=objective_options(run.objective, s.method_options),
+                  label_column=s.label_column, resize=s.resize, crop=s.crop)
     run.ckpt_path = run.outdir/CHECKPOINT_NAME
     if run.ckpt_path.exists() and not s.resume:
         raise ValueError(f"outdir: {run.outdir} already holds a run's checkpoint; pass resume=True "

@@ -167,7 +167,8 @@ def test_the_installed_command(tmp_path):
 def test_mixed_logs(tmp_path):
     digits = our_log(tmp_path, 'a.tsv', ROWS)
     other_dataset = our_log(tmp_path, 'b.tsv', ROWS, dataset='synthetic')
-    other_n = our_log(tmp_path, 'c.tsv', ROWS, N=2000, sigma=0.5)
+    rows_2000 = [r[:7] + (2000,) + r[8:] for r in ROWS]                          # rows that drew n = 2000
+    other_n = our_log(tmp_path, 'c.tsv', rows_2000, N=2000, sigma=0.5)
     done = rs_analyze(digits, other_dataset)
     assert done.returncode == 1 and 'dataset' in done.stderr
     assert rs_analyze(digits, other_dataset, '--mixed').returncode == 1       # datasets never mix
@@ -240,3 +241,188 @@ def test_sequential_logs_are_never_credited_more(tmp_path):
     again = reanalyze(path).radius.iloc[0]
     assert again <= radius + 1e-12 and abs(again - radius) < 1e-9
     assert 0.25 * norm.ppf(beta.ppf(alpha, 390, 11)) > radius + 0.01      # the full-alpha reading overstates
+
+
+# ---- issue 20-D: re-analysis never raises radii -----------------------------------------------
+
+def adaptive_rows(N=20_000, alpha=0.001, sigma=0.25, m=12, seed=0, ps=None, tolerance=0.005):
+    "Rows of an adaptive run (chapter 12's own test on binomial draws), as certify_dataset writes."
+    import numpy as np
+    from randsmooth.adaptive import sequential_certify
+    rng = np.random.default_rng(seed)
+    ps = rng.uniform(0.9, 0.9995, m) if ps is None else ps
+    rows = []
+    for i, p in enumerate(ps):
+        d = sequential_certify(lambda num: rng.binomial(num, p), sigma, N, alpha, tolerance)
+        ok = d.radius > 0
+        rows.append((i, 1, 1 if ok else -1, repr(float(d.radius)), int(ok), 0.1, 100, d.n, d.nA,
+                     d.n - d.nA, repr(float(d.pA_lower))))
+    return rows
+
+ADAPTIVE = dict(sigma=0.25, N=20_000, alpha=0.001, mode='adaptive', adaptive=True, tolerance=0.005)
+
+def test_adaptive_log_without_its_settings_is_refused(tmp_path):
+    "20-D: an adaptive log without its own settings file was re-decided as fixed-n at full alpha."
+    from randsmooth.analyze import reanalyze, read_log
+    rows = adaptive_rows()
+    path = our_log(tmp_path, 'adaptive.tsv', rows, **ADAPTIVE)
+    logged = read_log(path).radius.to_numpy()
+    assert len({r[7] for r in rows}) > 1                       # n varies: 6400, 12800, 20000
+    assert (reanalyze(path).radius.to_numpy() <= logged + 1e-12).all()   # its own settings: fine
+    fixed = {'dataset': 'digits', 'sigma': 0.25, 'alpha': 0.001}
+    cases = {'missing': None,
+             'another run': dict(fixed, N=100_000, mode='fixed'),
+             'edited (mode dropped)': dict(fixed, N=20_000),
+             'edited (fixed)': dict(fixed, N=20_000, mode='fixed')}
+    for case, settings in cases.items():
+        side = tmp_path/'adaptive.tsv.json'
+        side.unlink(missing_ok=True)
+        if settings is not None: side.write_text(json.dumps(settings))
+        with pytest.raises(ValueError) as e:
+            again = reanalyze(path, sigma=0.25, alpha=0.001)
+            print(case, (again.radius.to_numpy() > logged + 1e-12).sum(), 'radii rise')
+        message = str(e.value)
+        assert 'adaptive.tsv' in message and 'settings' in message, (case, message)
+        assert 'sequential' in message or 'look' in message, (case, message)
+
+
+def test_adaptive_log_at_its_budget_read_as_fixed_is_refused(tmp_path):
+    "Every row at the last look (n = N for all): only the rows' pA_lower tell it was sequential."
+    import numpy as np
+    from randsmooth.analyze import reanalyze, certified_accuracy_bound
+    rows = [r for r in adaptive_rows(N=1000, ps=np.full(12, 0.96), tolerance=0.0) if r[7] == 1000]
+    assert len(rows) >= 6
+    fixed = dict(sigma=0.25, alpha=0.001, N=1000)
+    path = our_log(tmp_path, 'budget.tsv', rows, **fixed)
+    with pytest.raises(ValueError, match='pA_lower'): reanalyze(path)
+    with pytest.raises(ValueError, match='pA_lower'): certified_accuracy_bound(path, 0.1)
+
+
+def test_rs_analyze_refuses_settings_that_contradict_the_rows(tmp_path):
+    settings = ADAPTIVE | {'mode': 'fixed', 'adaptive': False}
+    path = our_log(tmp_path, 'adaptive.tsv', adaptive_rows(), **settings)
+    done = rs_analyze(path)
+    assert done.returncode == 1 and 'adaptive.tsv' in done.stderr, done.stderr
+    assert 'vary' in done.stderr and 'Traceback' not in done.stderr, done.stderr
+
+
+def counted_rows(nAs=(980, 800, 400, 900), labels=(3, 1, 2, 4), predicted=(3, 1, 2, 7), N=1000,
+                 alpha=0.001, sigma=0.25):
+    "Rows like ROWS, with radius and pA_lower as CERTIFY decides them from the counts."
+    from randsmooth.smooth import certificate_from_counts
+    nBs = [N - k for k in nAs]
+    pA, _, ok, radius = certificate_from_counts(list(nAs), nBs, N, alpha, 'cohen', sigma)
+    return [(5 * i, y, c if ok[i] else -1, repr(float(radius[i])), int(ok[i] and c == y), 0.1,
+             100, N, k, N - k, repr(float(pA[i])))
+            for i, (k, y, c) in enumerate(zip(nAs, labels, predicted))]
+
+
+def test_what_if_is_marked_and_never_valid(tmp_path):
+    "20-D: reanalyze(n=...) looked like a run's log, and certified_accuracy_bound took it as one."
+    import matplotlib; matplotlib.use('Agg')
+    from randsmooth.analyze import (reanalyze, certified_accuracy_bound, certified_accuracy_table,
+                                    log_label, plot_certified_accuracy, summary_table,
+                                    best_sigma_table)
+    path = our_log(tmp_path, 'run.tsv', counted_rows())
+    honest = reanalyze(path)
+    assert not honest.attrs.get('what_if') and 'what-if' not in log_label(honest)
+    certified_accuracy_bound(honest, 0.1)                      # its own procedure: a valid bound
+    what_if = reanalyze(path, n=1_000_000)
+    assert what_if.attrs['what_if'] and what_if.attrs['settings']['what_if']
+    assert 'what-if' in log_label(what_if)
+    with pytest.raises(ValueError, match='what-if'): certified_accuracy_bound(what_if, 0.1)
+    assert all('what-if' in i for i in certified_accuracy_table([what_if], [0]).index)
+    best = best_sigma_table([what_if, honest], [0], allow_mixed=True)['best'].iloc[0]
+    assert 'what-if' in best
+    assert all('what-if' in i for i in summary_table([what_if]).index)
+    for labels in (None, ['mine']):                            # even under the caller's label
+        fig = plot_certified_accuracy([what_if], labels)
+        assert all('what-if' in line.get_label() for line in fig.axes[0].lines)
+    assert reanalyze(what_if).attrs['what_if']                 # a what-if stays one
+    assert not reanalyze(path, n=1000).attrs.get('what_if')    # the logged n: no what-if
+
+
+def test_infer_counts_never_raises_a_radius():
+    "20-D: infer_counts took the closest count, above the true one in about half the rows."
+    import numpy as np
+    import pandas as pd
+    from randsmooth.analyze import infer_counts, reanalyze, rounding_slack
+    from randsmooth.smooth import certificate_from_counts
+    N, alpha, sigma, m = 100_000, 0.001, 0.5, 6000
+    rng = np.random.default_rng(0)
+    nA = rng.binomial(N, rng.uniform(0.45, 1.0, m))
+    _, _, certified, radius = certificate_from_counts(nA, N - nA, N, alpha, 'cohen', sigma)
+    printed = [float(f'{r:.3}') for r in radius]               # the reference code's `{:.3}`
+    log = pd.DataFrame(dict(idx=range(m), label=1, predict=np.where(certified, 1, -1),
+                            radius=printed, correct=certified.astype(int), time=0.1))
+    log.attrs.update(kind='certify', path='ref.tsv', settings=dict(sigma=sigma))
+    inferred = infer_counts(log, N, alpha)
+    again = reanalyze(inferred).radius.to_numpy()
+    assert (again <= radius).all(), (again - radius).max()
+    assert (inferred.nA.to_numpy()[certified] <= nA[certified]).all()
+    equal = (again == radius)[certified].mean()
+    print(f'{certified.sum()} certified rows: re-analysed radius equal to the true one in '
+          f'{equal:.1%}')
+    assert (radius - again <= 2 * rounding_slack(printed, 3) + 1e-12).all()   # below by < 2 h
+
+
+def test_adaptive_reanalysis_keeps_alpha():
+    "Statistical check: re-analysed adaptive radii exceed the true radius in <= alpha of the rows."
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import binom, norm
+    from randsmooth.analyze import reanalyze
+    from randsmooth.stats import lower_confidence_bound
+    alpha, N, trials, p = 0.05, 2000, 1000, 0.8
+    rows = adaptive_rows(N=N, alpha=alpha, sigma=1.0, ps=np.full(trials, p), seed=1,
+                         tolerance=0.01)
+    log = pd.DataFrame(rows, columns=HEADER.strip().split('\t'))
+    log = log.astype({'radius': float, 'pA_lower': float})
+    log.attrs.update(kind='certify', path='sim.tsv',
+                     settings=dict(ADAPTIVE, sigma=1.0, N=N, alpha=alpha, tolerance=0.01))
+    wrong = (reanalyze(log).radius.to_numpy() > norm.ppf(p)).sum()
+    limit = binom.ppf(0.999, trials, alpha)         # a correct method passes w.p. >= 0.999
+    assert wrong <= limit, (wrong, limit)
+    full = norm.ppf(lower_confidence_bound(log.nA.to_numpy(), log.n.to_numpy(), alpha))
+    assert (full > norm.ppf(p)).sum() > limit       # the old full-alpha reading fails it
+
+
+@needs_reference
+@pytest.mark.parametrize('dataset, sigma, alpha',
+                         [('imagenet', 0.5, 0.01), ('cifar10', 0.12, 0.001)])
+def test_reference_logs_still_reanalyse(dataset, sigma, alpha):
+    "The paper's logs: read, counts inferred, re-analysed, never above their radii (to rounding)."
+    from randsmooth.analyze import read_log, infer_counts, reanalyze, rounding_slack
+    log = read_log(reference_log(dataset, sigma))
+    again = reanalyze(infer_counts(log, alpha=alpha)).radius.to_numpy()
+    logged = log.radius.to_numpy()
+    assert (again <= logged + rounding_slack(logged, 3) + 1e-12).all()
+    assert (again[logged > 0] > 0).mean() > 0.99
+
+
+# ---- issue 25-6: several logs in one plot -------------------------------------------------------
+
+def test_plot_labels_are_distinct_and_example_sets_compared(tmp_path):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.figure
+    from unittest import mock
+    paths = []
+    for run in ('run1', 'run2', 'run3'):
+        (tmp_path/run).mkdir()
+        paths.append(our_log(tmp_path/run, 'log.tsv', ROWS))
+    seen, real = {}, matplotlib.figure.Figure.savefig
+    def spy(fig, *args, **kwargs):
+        seen['labels'] = [line.get_label() for line in fig.axes[0].lines]
+        return real(fig, *args, **kwargs)
+    with mock.patch.object(matplotlib.figure.Figure, 'savefig', spy):
+        done = rs_analyze(*paths, '--plot', tmp_path/'fig.png')
+    assert done.returncode == 0, done.stderr
+    labels = seen['labels']
+    assert len(set(labels)) == 3 and all('σ = 0.25' in label for label in labels), labels
+    assert all(run in label for run, label in zip(('run1', 'run2', 'run3'), labels)), labels
+    table = markdown_tables(done.stdout)[0]
+    assert set(table) - {'__header__'} == set(labels)         # the table and the plot agree
+    assert 'different examples' not in done.stdout
+    fewer = our_log(tmp_path, 'fewer.tsv', ROWS[:3])
+    done = rs_analyze(paths[0], fewer)
+    assert done.returncode == 0 and 'different examples' in done.stdout, done.stdout

@@ -1,7 +1,8 @@
 """End-to-end tests of `rs_certify` and `rs_predict`: the commands, run as processes on a digits model
 trained for a second. The `time` column is a measurement, so logs are compared on every other column."""
-import json, os, signal, subprocess, sys, time
+import copy, dataclasses, json, os, signal, subprocess, sys, time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -9,7 +10,8 @@ import torch
 
 from randsmooth.analyze import read_log, certified_accuracy, clean_accuracy
 from randsmooth.certify import (CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_dataset, settings_path, part_paths,
-                                read_log_rows)
+                                read_log_rows, model_fingerprint, certify_command)
+from randsmooth.cli import CertifySettings
 from randsmooth.data import get_dataset
 from randsmooth.models import get_architecture, load_model, save_checkpoint
 from randsmooth.smooth import Smooth
@@ -151,8 +153,8 @@ def test_sharded_equals_single_process(certified, checkpoint, tmp_path):
     assert json.loads(settings_path(out).read_text())['world_size'] == 2
 
 @pytest.mark.parametrize('args, message', [
-    (['--N', 2000], 'n: 1000 there, 2000 now'),                      # a different setting on resume
-    (['--batch', 500], 'noise_chunks: [100, 1000] there, [100, 500] now (each'),   # other noise: says so
+    (['--N', 2000], '--N 1000 there, --N 2000 now'),                  # named as the user gave it: the flag
+    (['--batch', 500], '--batch 10000 there, --batch 500 now (each'),  # other noise: says so
     (['--skip', 0], 'skip'),                                          # (the other range checks: nbs/15_cli.ipynb)
 ])
 def test_bad_settings_are_refused(certified, checkpoint, args, message):
@@ -166,7 +168,8 @@ def test_bad_inputs_fail_before_sampling(certified, checkpoint, tmp_path):
     (tmp_path/'afile').write_text('a regular file')
     cases = [(['rs_certify', 'digits', tmp_path/'missing.pth', 0.25, tmp_path/'a.tsv'], 'does not exist'),
              (['rs_certify', 'synthetic', checkpoint, 0.25, tmp_path/'b.tsv'], 'synthetic'),  # model/data mismatch
-             (['rs_predict', 'digits', checkpoint, 0.25, certified, '--N', 100], 'command'),   # a certify log
+             (['rs_predict', 'digits', checkpoint, 0.25, certified, '--N', 100],
+              'rs_certify there, rs_predict now'),                                           # a certify log
              (['rs_certify', 'digits', checkpoint, 0.25, tmp_path/'afile'/'out.tsv'], 'afile is a file'),
              (['rs_predict', 'digits', checkpoint, 0.25, tmp_path/'afile'/'out.tsv'], 'afile is a file'),
              (['rs_certify', 'digits', checkpoint, 0.25, '/proc/no_such/out.tsv'], 'cannot write outfile'),
@@ -184,3 +187,105 @@ def test_help_and_argument_errors_do_not_import_torch(tmp_path):
     for args, answer in [(['--help'], 'True False'), (['digits', 'x.pth', '0.25', 'o.tsv', '--N', '0'], 'False')]:
         done = subprocess.run([sys.executable, '-c', probe, *args], capture_output=True, text=True, cwd=tmp_path)
         assert done.stdout.strip().endswith(answer), done.stdout + done.stderr
+
+def test_ctrl_c_ends_with_one_line_and_resumes(certified, checkpoint, tmp_path):
+    "Issue 25-2: Ctrl-C says how far the run got and how to resume, in one line, exit status 130 (no traceback)."
+    settings = ['--N0', 100, '--N', 5000, '--batch', 1000, '--skip', 15, '--max', 16, '--quiet']
+    out = tmp_path/'interrupted.tsv'
+    process = subprocess.Popen(command_line('rs_certify', 'digits', checkpoint, 0.25, out, *settings), env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(read_log_rows(out, CERTIFY_COLUMNS)) < 3:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, 'the run wrote no rows'
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=60)[1]
+    done = len(read_log_rows(out, CERTIFY_COLUMNS))
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == (f'rs_certify: interrupted after {done} of 16 rows; '
+                              'run the same command again to resume'), stderr
+    assert 3 <= done < 16
+    run('rs_certify', 'digits', checkpoint, 0.25, out, *settings)
+    assert read_log(out).idx.tolist() == EXAMPLES[:16]
+
+def test_settings_file_without_log_does_not_block(certified, checkpoint, tmp_path):
+    "Issue 25-1: an orphan OUTFILE.json (a run that died before its first row) protects no rows: a new run goes ahead."
+    out = tmp_path/'orphan.tsv'
+    settings_path(out).write_text(json.dumps({'command': 'certify', 'n': 5, 'checkpoint': 'another.onnx'}))
+    out.write_text('\t'.join(CERTIFY_COLUMNS) + '\n')                # and a header-only log
+    run('rs_certify', 'digits', checkpoint, 0.25, out, *SETTINGS, '--max', 3, '--quiet')
+    pd.testing.assert_frame_equal(without_time(out), without_time(certified).iloc[:3])
+    assert json.loads(settings_path(out).read_text())['n'] == 1000
+
+def test_a_run_that_fails_before_its_first_row_leaves_no_file(checkpoint, tmp_path):
+    "Issue 25-1: a model that fails on the run's batches leaves no header-only log and no orphan settings file."
+    class Failing(torch.nn.Module):
+        def __init__(self, model): super().__init__(); self.model = model
+        def forward(self, z):
+            if len(z) > 1: raise RuntimeError('only one input at a time')
+            return self.model(z)
+    model, _ = load_model(checkpoint)
+    with pytest.raises(RuntimeError, match='one input'):
+        certify_dataset(Smooth(Failing(model), 10, 0.25), get_dataset('digits', 'test'), tmp_path/'f.tsv',
+                        n0=100, n=1000, limit=2, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+def test_fixed_batch_export_is_used_with_a_note(certified, checkpoint, tmp_path):
+    "Issue 25-1: a torch.export program with batch size fixed at 1 certifies (batches cut to 1), saying so."
+    model, _ = load_model(checkpoint)
+    x = get_dataset('digits', 'test')[0][0]
+    program = tmp_path/'fixed.pt2'
+    torch.export.save(torch.export.export(model, (x[None],)), program)
+    out = tmp_path/'fixed.tsv'
+    done = run('rs_certify', 'digits', program, 0.25, out, *SETTINGS, '--max', 3, '--quiet')
+    assert 'takes batches of exactly 1 input ' in done.stderr and 'Traceback' not in done.stderr, done.stderr
+    pd.testing.assert_frame_equal(without_time(out), without_time(certified).iloc[:3])
+
+def test_every_label_is_checked_and_class_names_recorded(certified, checkpoint, tmp_path):
+    "Issue 20-B: a row labelled -1 anywhere is refused before any work (it would be logged correct = 1 on abstaining)."
+    model, _ = load_model(checkpoint)
+    data = list(get_dataset('digits', 'test'))[:30]
+    data[17] = (data[17][0], -1)
+    with pytest.raises(ValueError, match=r'data\[17\] has label -1'):
+        certify_dataset(Smooth(model, 10, 0.25), data, tmp_path/'bad.tsv', n0=100, n=1000, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert json.loads(settings_path(certified).read_text())['classes'] == [str(i) for i in range(10)]
+
+def test_checkpoint_classes_must_be_the_data_classes(tmp_path):
+    "Issue 20-B: a checkpoint trained on other class names does not certify this data."
+    path = save_checkpoint(tmp_path/'zoo.pth.tar', briefly_trained(steps=1), arch='mlp', dataset='digits', sigma=0.25,
+                           classes=[f'animal{i}' for i in range(10)])
+    done = run('rs_certify', 'digits', path, 0.25, tmp_path/'c.tsv', *SETTINGS, check=False)
+    assert done.returncode == 1 and 'animal0' in done.stderr and 'Traceback' not in done.stderr, done.stderr
+    assert not (tmp_path/'c.tsv').exists() and not settings_path(tmp_path/'c.tsv').exists()
+
+def test_resume_with_another_classifier_is_refused(certified, checkpoint, tmp_path):
+    "Issue 20-E: the same checkpoint bytes are not needed to tell classifiers apart: a module with the same weights."
+    model, _ = load_model(checkpoint)
+    log = tmp_path/'mixed.tsv'
+    python_run(checkpoint, log, n0=100, n=1000, batch_size=10_000, skip=15, seed=3, limit=2)
+    tanh = copy.deepcopy(model)                                       # the same weights, tanh for ReLU
+    for i, layer in enumerate(tanh[1]):
+        if isinstance(layer, torch.nn.ReLU): tanh[1][i] = torch.nn.Tanh()
+    assert model_fingerprint(tanh) == model_fingerprint(model)
+    with pytest.raises(ValueError, match='architecture'):
+        certify_dataset(Smooth(tanh, 10, 0.25), get_dataset('digits', 'test'), log, n0=100, n=1000,
+                        batch_size=10_000, skip=15, seed=3, limit=4, progress=False)
+    with pytest.raises(ValueError, match=r"Smooth\(amp=None\) there, Smooth\(amp='bf16'\) now"):
+        certify_dataset(Smooth(model, 10, 0.25, amp='bf16'), get_dataset('digits', 'test'), log, n0=100, n=1000,
+                        batch_size=10_000, skip=15, seed=3, limit=4, progress=False)
+
+def test_commands_sample_an_exact_fast_copy_and_say_so(certified, checkpoint, tmp_path):
+    "Issue 24: the commands sample the exact fast copy by default, say so in the first line and record it."
+    s = json.loads(settings_path(certified).read_text())
+    assert (s['fast']['fast'], s['fast']['relu_in_place'], s['fast']['compile']) == (True, True, False)
+    done = run('rs_predict', 'digits', checkpoint, 0.25, tmp_path/'p.tsv', '--N', 100, '--max', 2)
+    first = done.stderr.splitlines()[0]
+    assert first.startswith('rs_predict: sampling an exact copy of checkpoint.pth.tar (ReLUs in place'), first
+    out = tmp_path/'as_loaded.tsv'                                    # turned off: the model as loaded
+    settings = CertifySettings('digits', str(checkpoint), 0.25, str(out), N0=100, N=1000, batch=10_000,
+                               skip=15, seed=3, max=3, quiet=True)
+    certify_command(SimpleNamespace(**dataclasses.asdict(settings), fast=False))
+    assert json.loads(settings_path(out).read_text())['fast'] == {'fast': False, 'why': 'fast=False'}
+    pd.testing.assert_frame_equal(without_time(out), without_time(certified).iloc[:3])

@@ -24,15 +24,18 @@ HAS_ONNX = importlib.util.find_spec('onnxruntime') is not None and importlib.uti
 HAS_SAFETENSORS = importlib.util.find_spec('safetensors') is not None
 
 def command_line(name, *args):
-    "The command `name` of `randsmooth.cli` (what its console script runs), as a process's argument list."
-    script = f"import sys; sys.argv[0] = {name!r}; from randsmooth.cli import {name}; sys.exit({name}())"
+    """The command `name` of `randsmooth.cli` (what its console script runs), as a process's argument list. The
+    working directory is taken off `sys.path`, as it is for an installed console script (`python -c` adds it)."""
+    script = (f"import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; sys.argv[0] = {name!r}; "
+              f"from randsmooth.cli import {name}; sys.exit({name}())")
     return [sys.executable, '-c', script, *map(str, args)]
 
-def run(*args, cwd=None):
-    "Run a command (the temporary folder on PYTHONPATH, for `package.module:factory`); it must succeed."
-    env = os.environ | {'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(cwd or '')}
+def run(*args, cwd=None, ok=True):
+    "Run a command from folder `cwd`; it must succeed (or, `ok=False`, fail with a one-line error)."
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'} | {'OMP_NUM_THREADS': '1'}
     done = subprocess.run(command_line(*args), capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
-    assert done.returncode == 0, done.stderr
+    if ok: assert done.returncode == 0, done.stderr
+    else: assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     return done
 
 def rows(path): return pd.read_csv(path, sep='\t')[COMPARED]
@@ -86,10 +89,11 @@ def _write_model(fmt, model, folder):
         from safetensors.torch import save_file
         save_file(model.state_dict(), str(folder/'weights.safetensors'))
         return folder/'weights.safetensors', ['--arch', 'mlp']
-    if fmt == 'factory':   # the bare network (no normalisation layer) of a user's own module
-        (folder/'own_nets.py').write_text(FACTORY)
+    if fmt == 'factory':   # the bare network (no normalisation layer) of a user's own package, run from its folder
+        (folder/'own_pkg').mkdir(exist_ok=True); (folder/'own_pkg'/'__init__.py').write_text('')
+        (folder/'own_pkg'/'nets.py').write_text(FACTORY)
         torch.save(model[1].state_dict(), folder/'own.pth')
-        return folder/'own.pth', ['--arch', 'own_nets:build']
+        return folder/'own.pth', ['--arch', 'own_pkg.nets:build']
     raise ValueError(fmt)
 
 MODEL_FORMATS = ['library', 'reference', 'torch.export',
@@ -156,6 +160,7 @@ def test_data_format(fmt, folder):
     extra = ['--label_column', 'digit'] if fmt == 'csv' else []
     data, info = load_dataset(str(source), 'test', **({'label_column': 'digit'} if fmt == 'csv' else {}))
     assert len(data) == 30 and info.num_classes == 10
+    assert info.input_shape == {'csv': (64,), 'image_folder': (3, 8, 8)}.get(fmt, (1, 8, 8))   # PNGs read as RGB
     torch.manual_seed(0)
     checkpoint = save_checkpoint(folder/f'model_{fmt}.pth.tar', get_architecture('mlp', info).eval(), arch='mlp',
                                  dataset=info, sigma=0.25)
@@ -167,6 +172,42 @@ def test_data_format(fmt, folder):
     units = json.loads(settings_path(out).read_text())['units']
     assert units.startswith('[0, 1] pixels') if fmt == 'image_folder' else f'stored in {source}' in units
     assert 'certified accuracy' in analyze([out]).lower()
+
+def test_label_space(folder):
+    """Labels keep their meaning end to end: class folders named 0 ... 10 are classes 0 ... 10 (not sorted as
+    strings, where '10' would be class 2), CSV integer labels are the ids, and the log's labels are those ids."""
+    from PIL import Image
+    xs, ys = _digits(per_class=2)
+    ids = torch.where(ys == 9, 10, ys)                        # the nines in folder '10': 11 classes, 9 empty
+    root = folder/'numbered'
+    for i, (x, y) in enumerate(zip(xs, ids)):
+        (root/str(int(y))).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x[0].numpy() * 255).round().astype(np.uint8), mode='L').save(root/str(int(y))/f'{i}.png')
+    data, info = load_dataset(root)
+    assert info.num_classes == 11 and info.classes == tuple(map(str, range(11)))
+    order = sorted(range(len(ids)), key=lambda i: (str(int(ids[i])), f'{i}.png'))   # ImageFolder's file order
+    assert [y for _, y in data] == [int(ids[i]) for i in order]
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(folder/'model_numbered.pth.tar', get_architecture('mlp', info).eval(), arch='mlp',
+                                 dataset=info, sigma=0.25)
+    out = folder/'labels_numbered.tsv'
+    run('rs_certify', root, checkpoint, 0.25, out, *TINY, '--skip', 4)
+    log = pd.read_csv(out, sep='\t')
+    assert log.label.tolist() == [int(ids[order[i]]) for i in log.idx] and 10 in set(log.label)
+
+def test_bad_data_refused(folder):
+    "A label that is no class id, and images stored channels-last, are refused in one line, before any row."
+    xs, ys = _digits(per_class=1)
+    checkpoint = save_checkpoint(folder/'model_bad.pth.tar', get_architecture('mlp', 'digits').eval(), arch='mlp',
+                                 dataset='digits', sigma=0.25)
+    table = pd.DataFrame(xs.flatten(1).numpy(), columns=[f'p{i}' for i in range(64)]).assign(label=ys.numpy() - 1)
+    table.to_csv(folder/'minus.csv', index=False)                # labels -1 ... 8
+    err = run('rs_certify', folder/'minus.csv', checkpoint, 0.25, folder/'minus.tsv', *TINY, ok=False).stderr
+    assert "column 'label': label -1 at index 0 is not a class id; labels must be integers >= 0" in err
+    np.savez(folder/'hwc.npz', x=xs.permute(0, 2, 3, 1).numpy(), y=ys.numpy())   # (n, 8, 8, 1)
+    err = run('rs_certify', folder/'hwc.npz', checkpoint, 0.25, folder/'hwc.tsv', *TINY, ok=False).stderr
+    assert 'looks channels-last' in err and 'x.transpose(0, 3, 1, 2)' in err
+    assert not (folder/'minus.tsv').exists() and not (folder/'hwc.tsv').exists()
 
 def test_rs_analyze_reads_every_log(folder):
     """The command itself on every log the tests above wrote: the model formats' logs (all of the digits) in one

@@ -1,20 +1,22 @@
 """End to end, through the commands: every training method of `randsmooth.methods` trains with
-`rs_train --method`, resumes (`--stop_after 1`, then `--resume`; for SmoothAdv, whose ε warm-up
-depends on the epoch, the result equals an uninterrupted run bit for bit), refuses a changed method
-on resume, trains every method under torchrun, and certifies with `rs_certify`; denoised smoothing trains a
-denoiser for a fixed classifier and certifies f ∘ D."""
+`rs_train --method`, resumes (`--stop_after 1`, then `--resume`; the methods whose loss depends on
+the epoch — warm-ups, MACER's deferral — equal an uninterrupted run bit for bit), refuses a changed
+method on resume, trains every method under torchrun, and certifies with `rs_certify`; denoised
+smoothing trains a denoiser for a fixed classifier and certifies f ∘ D; `export_denoised` refuses
+an ONNX classifier (issue 20-C: the trace would record onnxruntime's output as a constant)."""
 import os, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from randsmooth.analyze import read_log
 from randsmooth.methods import export_denoised
-from randsmooth.models import load_checkpoint
+from randsmooth.models import get_architecture, load_checkpoint, save_checkpoint
 from randsmooth.train import CHECKPOINT_NAME, LOG_NAME, read_train_log
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 COMMON = ('--sigma', '0.25', '--epochs', '2', '--batch', '128', '--seed', '1', '--quiet')
 METHODS = {'gaussian': None, 'consistency': 'm=2', 'smoothadv': 'm=1,steps=1,warmup=2',
-           'macer': 'm=2', 'smoothmix': 'm=1,steps=2'}
+           'macer': 'm=2,defer=1', 'smoothmix': 'm=1,steps=2,warmup=2'}
+EPOCH_DEPENDENT = {'smoothadv', 'macer', 'smoothmix'}    # warm-up or deferral: set_epoch
 
 def cmd(name, *args, timeout=300):
     "Run the command `name` of `randsmooth.cli` (what its console script runs) as a process."
@@ -38,15 +40,15 @@ def same_weights(a, b):
 
 @pytest.mark.parametrize('method', list(METHODS))
 def test_method_trains_resumes_certifies(tmp_path, method):
-    """Stopped after epoch 1 and resumed; SmoothAdv (whose ε warm-up depends on the epoch) must
-    equal an uninterrupted run bit for bit."""
+    """Stopped after epoch 1 and resumed; the methods whose loss depends on the epoch (SmoothAdv's
+    ε and SmoothMix's η warm-up, MACER's deferral) must equal an uninterrupted run bit for bit."""
     options = METHODS[method]
     part = train(tmp_path/'part', method, options, '--stop_after', '1')
     assert part.returncode == 0, part.stderr
     assert read_train_log(tmp_path/'part'/LOG_NAME).epoch.tolist() == [1]
     resumed = train(tmp_path/'part', method, options, '--resume')
     assert resumed.returncode == 0, resumed.stderr
-    if method == 'smoothadv':
+    if method in EPOCH_DEPENDENT:
         assert (full := train(tmp_path/'full', method, options)).returncode == 0, full.stderr
         assert same_weights(tmp_path/'full'/CHECKPOINT_NAME, tmp_path/'part'/CHECKPOINT_NAME)
     settings = torch.load(tmp_path/'part'/CHECKPOINT_NAME, weights_only=True)['state']['settings']
@@ -97,7 +99,7 @@ def test_denoised_smoothing_end_to_end(tmp_path):
     acc = {k: read_log(tmp_path/f'{k}.tsv').correct.mean() for k in ('f', 'fD')}
     assert acc['fD'] > acc['f'] + 0.1, acc     # at σ = 0.5 the noise defeats f alone
 
-DDP_OPTIONS = {**METHODS, 'smoothadv': 'm=1,steps=1,warmup=1'}
+DDP_OPTIONS = {**METHODS, 'smoothadv': 'm=1,steps=1,warmup=1', 'macer': 'm=2'}
 
 @pytest.mark.parametrize('method', list(DDP_OPTIONS))
 def test_method_under_torchrun(tmp_path, method):
@@ -114,3 +116,18 @@ def test_method_under_torchrun(tmp_path, method):
     assert log.epoch.tolist() == [1] and log.train_loss.notna().all()
     settings = torch.load(out/CHECKPOINT_NAME, weights_only=True)['state']['settings']
     assert settings['method'] == method and settings['epochs'] == 1
+
+def test_export_denoised_refuses_onnx_classifier(tmp_path):
+    """jit.trace cannot follow onnxruntime: the exported f∘D would answer the tracing input's
+    scores for every input. The export is refused before anything is written."""
+    pytest.importorskip('onnxruntime')
+    den = tmp_path/'den.pth.tar'
+    save_checkpoint(den, get_architecture('randsmooth.methods:denoiser', 'digits'),
+                    arch='randsmooth.methods:denoiser', dataset='digits', sigma=0.5, epoch=1)
+    clf = tmp_path/'clf.onnx'
+    torch.onnx.export(get_architecture('small_cnn', 'digits').eval(), (torch.zeros(2, 1, 8, 8),),
+                      str(clf), input_names=['x'], output_names=['scores'],
+                      dynamic_axes={'x': {0: 'batch'}, 'scores': {0: 'batch'}}, dynamo=False)
+    with pytest.raises(ValueError, match='ONNX model run by onnxruntime'):
+        export_denoised(den, clf, tmp_path/'fD.pt', (1, 8, 8))
+    assert not (tmp_path/'fD.pt').exists()

@@ -264,3 +264,21 @@ def test_any_objective_trains_resumes_exactly_and_is_recorded(monkeypatch, tmp_p
     assert (saved['method'], saved['method_options']) == ('two', {'copies': 2})
     with pytest.raises(ValueError, match="method 'two', not 'gaussian'"):
         rt.train('digits', ARCH, tmp_path/'part', resume=True, **{**opts, 'method': 'gaussian'})
+
+def test_resume_with_another_label_column_is_refused(tmp_path):
+    "Issue 20-E: a run trained on one CSV label column does not continue on another (other labels, same shapes)."
+    g = np.random.default_rng(0)
+    rows = ['f0,f1,f2,label,other'] + [f'{a:.4f},{b:.4f},{c:.4f},{i % 2},{i // 2 % 2}'
+                                       for i, (a, b, c) in enumerate(g.random((40, 3)))]
+    (tmp_path/'data.csv').write_text('\n'.join(rows) + '\n')
+    out = tmp_path/'run'
+    args = (tmp_path/'data.csv', 'mlp', out, '--sigma', '0.25', '--epochs', '2', '--batch', '16', '--quiet')
+    first = run(*args, '--label_column', 'label', '--stop_after', '1')
+    assert first.returncode == 0, first.stderr
+    before = [(out/name).read_bytes() for name in RUN_FILES]
+    changed = run(*args, '--label_column', 'other', '--resume')
+    assert changed.returncode == 1 and len(changed.stderr.strip().splitlines()) == 1, changed.stderr
+    assert "label_column 'label', not 'other'" in changed.stderr, changed.stderr
+    assert [(out/name).read_bytes() for name in RUN_FILES] == before
+    same = run(*args, '--label_column', 'label', '--resume')
+    assert same.returncode == 0, same.stderr

@@ -15,8 +15,8 @@ shown next to the objective's number of noisy copies per example (`noisy_copies`
 
 Each method runs with the options of `DIGITS_COMPARISON` (the notebook's comparison); a step is
 `randsmooth.train.train_step` on fixed random inputs of the dataset's shape, so the figures are
-those of `rs_train` minus data loading. Denoised smoothing is timed as a denoiser in front of the same
-fixed network. Prints a markdown table naming the hardware.
+those of `rs_train` minus data loading. Denoised smoothing is timed as a denoiser in front of the
+same fixed network. Prints a markdown table naming the hardware.
 """
 import argparse, json, os, platform, resource, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -100,14 +100,20 @@ def memory_table(a):
     print('| network | method | options | noisy copies | RSS before MiB | peak MiB | extra MiB | '
           'extra / gaussian\'s |')
     print('|---|---|---|---|---|---|---|---|')
+    tmp = tempfile.TemporaryDirectory()
     for arch, dataset, _ in (c for c in CONFIGS if c[0] in a.archs.split(',')):
         base = None
         for method, options in DIGITS_COMPARISON.items():
-            m = measure_memory(arch, dataset, a.mem_batch, method, options, a.mem_steps)
+            net, shown = arch, options or ''
+            if method == 'denoise':       # a denoiser in front of a fixed `arch` classifier
+                net, fixed = denoise_setup(arch, dataset, tmp.name)
+                options, shown = ','.join(filter(None, [fixed, options])), '(fixed classifier)'
+            m = measure_memory(net, dataset, a.mem_batch, method, options, a.mem_steps)
             extra = m['peak'] - m['before']
             base = base or extra
-            print(f"| {arch} | {method} | {options or ''} | {m['copies']} | {m['before']:,.0f} | "
+            print(f"| {arch} | {method} | {shown} | {m['copies']} | {m['before']:,.0f} | "
                   f"{m['peak']:,.0f} | {extra:,.0f} | {extra / base:.2f} |", flush=True)
+    tmp.cleanup()
 
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == '--_child':
@@ -130,11 +136,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for arch, dataset, batch in (c for c in CONFIGS if c[0] in a.archs.split(',')):
             methods = dict(DIGITS_COMPARISON)
-            methods['denoise'] = None
             base = None
             for method, options in methods.items():
                 net = arch
-                if method == 'denoise': net, options = denoise_setup(arch, dataset, tmp)
+                if method == 'denoise':   # a denoiser in front of a fixed `arch` classifier
+                    net, fixed = denoise_setup(arch, dataset, tmp)
+                    options = ','.join(filter(None, [fixed, options]))
                 r, peak = rate(net, dataset, batch, device, method, options, amp, a.steps,
                                a.repeats)
                 base = base or r

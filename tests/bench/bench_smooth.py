@@ -1,135 +1,157 @@
-"""CPU benchmark of `Smooth.certify` against the paper's pseudocode written plainly.
+"""CPU benchmark of one CERTIFY: reference, Python default, each mode, the commands' default.
 
-    .venv/bin/python tests/bench/bench_smooth.py                    # ResNet-20 and a small CNN, n0=100, n=10,000, batch 1000
-    .venv/bin/python tests/bench/bench_smooth.py --n 2000 --reps 1  # quicker
+All side by side in one run:
 
-For each model (3x32x32 inputs, random weights: timing does not depend on them) it times, in separate processes so
-that each has its own peak memory:
+    .venv/bin/python tests/bench/bench_smooth.py                      # n0=100, n=10,000, batch 1000
+    .venv/bin/python tests/bench/bench_smooth.py --n 2000 --rounds 1  # quicker
+    .venv/bin/python tests/bench/bench_smooth.py --threads 1          # on a busy machine
 
-- `plain`:      the pseudocode as the reference implementation writes it: fp32, NCHW, under `torch.no_grad()`, a loop
-                of `model(x.repeat(b, 1, 1, 1) + sigma * torch.randn(b, *x.shape))`, predictions counted on the host;
-- `smooth`:     `randsmooth.smooth.Smooth(model, 10, sigma).certify(x, n0, n, alpha, batch)` with its defaults
-                (the model as given, fp32: channels_last, inference mode, reused buffers, counts on the device);
-- `fast`:       the same on `randsmooth.fast.inference_copy(model, probe)` (opt-in: batch norm folded, safe ReLUs
-                in place, checked on a probe batch);
-- `forward`:    plain forward passes (fp32, NCHW, no_grad) of the same n0 + n inputs, batch by batch: the model's cost;
-- `forward_cl`: the same forward passes in channels_last under inference mode: the floor for `smooth`;
-- with `--modes ... bf16 compile`: `Smooth(..., amp='bf16')` and `Smooth(torch.compile(model))` (opt-in modes;
-                compile time is excluded: one certify runs before the clock starts).
+For each model (a small CNN and a CIFAR ResNet-20; 3x32x32 inputs, random weights: timing does not
+depend on them) it times, each in its own process (a fresh process per contender and round, as a
+command runs):
 
-Methods alternate within each repetition and the fastest repetition is kept (the machine may be shared). Printed:
-seconds per image (wall and CPU), samples/s, speed relative to `forward` and to `plain` (from wall time, and from
-CPU time, which a busy machine distorts less), and the peak resident memory each process added over the loaded model.
+- `reference`:      the algorithm of Cohen et al. (2019) as their reference implementation runs it,
+                    written here from the paper: fp32, NCHW, under `torch.no_grad()`, batches of
+                    `x.repeat(b, 1, 1, 1)` plus `sigma * torch.randn_like(...)`, `argmax`, counts
+                    with `np.bincount` on the host; n0 draws to select, n draws to estimate, the
+                    Clopper-Pearson bound;
+- `smooth`:         the Python default: `Smooth(model, 10, sigma).certify(...)` on the live module
+                    as given (channels_last inputs, inference mode, reused buffers, device counts);
+- `inference_copy`: the same on `randsmooth.fast.inference_copy(model, probe)` (made before the
+                    clock starts);
+- `compile`:        the same on `torch.compile(model)` (compile time excluded: one certify runs
+                    first);
+- `bf16`:           `Smooth(model, ..., amp='bf16')` (certifies the bf16 network);
+- `command`:        the commands' default: `randsmooth.fast.command_model(model, x, n_draws=n0 + n,
+                    ...)` and `Smooth` on what it returns, the clock running from the loaded model
+                    (the fold, the compile measurement and any compile count);
+- `forward_cl`:     the model's own forward passes of the same n0 + n inputs in channels_last under
+                    inference mode: the floor for `smooth`.
+
+Every process warms the model up with two forward passes first. Contenders alternate within each
+round, the fastest of the rounds is kept, and speed is reported relative to `reference` from wall
+time and from CPU time (which other jobs on a shared machine distort less).
 """
 import argparse, json, os, resource, subprocess, sys, time
 import numpy as np
 import torch
 
 SIGMA, ALPHA, NUM_CLASSES = 0.25, 0.001, 10
-MODELS = {'resnet20': 'cifar_resnet20', 'small_cnn': 'small_cnn'}
+MODELS = {'small_cnn': 'small_cnn', 'resnet20': 'cifar_resnet20'}
+CONTENDERS = ['reference', 'smooth', 'inference_copy', 'compile', 'bf16', 'command', 'forward_cl']
 
-def plain_sample(model, x, num, batch_size):
-    "The reference implementation's `_sample_noise`: repeat, add fresh noise, classify, count on the host."
+def reference_counts(model, x, num, batch_size):
+    "Class counts of `model` on `num` noisy copies of x, in batches: randn_like, argmax, bincount."
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-    remaining = num
-    while remaining > 0:
-        b = min(batch_size, remaining); remaining -= b
-        batch = x.repeat((b, 1, 1, 1))
-        noise = torch.randn_like(batch) * SIGMA
-        counts += np.bincount(model(batch + noise).argmax(1).numpy(), minlength=NUM_CLASSES)
+    for start in range(0, num, batch_size):
+        batch = x.repeat((min(batch_size, num - start), 1, 1, 1))
+        noisy = batch + SIGMA * torch.randn_like(batch)
+        counts += np.bincount(model(noisy).argmax(1).numpy(),
+                              minlength=NUM_CLASSES)
     return counts
 
-def plain_certify(model, x, n0, n, alpha, batch_size):
-    "The reference implementation's `certify`."
-    from statsmodels.stats.proportion import proportion_confint
-    from scipy.stats import norm
+def reference_certify(model, x, n0, n, alpha, batch_size):
+    "CERTIFY (Cohen et al., 2019, Section 3.2): select with n0 draws, bound pA with n draws."
+    from scipy.stats import beta, norm
     with torch.no_grad():
-        cA = plain_sample(model, x, n0, batch_size).argmax()
-        nA = plain_sample(model, x, n, batch_size)[cA]
-    pA = proportion_confint(nA, n, alpha=2 * alpha, method='beta')[0]
-    return (-1, 0.0) if pA < 0.5 else (int(cA), SIGMA * norm.ppf(pA))
+        cA = int(reference_counts(model, x, n0, batch_size).argmax())
+        nA = int(reference_counts(model, x, n, batch_size)[cA])
+    pA = beta.ppf(alpha, nA, n - nA + 1) if nA > 0 else 0.0   # Clopper-Pearson, one-sided
+    return (-1, 0.0) if pA < 0.5 else (cA, SIGMA * norm.ppf(pA))
 
 def forward_only(model, x, n0, n, batch_size, channels_last):
-    "Forward passes over n0 + n copies of x in the certify's batch sizes: the cost of the model alone."
-    sizes = [min(batch_size, n0 - i) for i in range(0, n0, batch_size)] + [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    "Forward passes over n0 + n copies of x in the certify's batch sizes: the model's own cost."
+    sizes = [min(batch_size, n0 - i) for i in range(0, n0, batch_size)] + \
+            [min(batch_size, n - i) for i in range(0, n, batch_size)]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     batches = {b: x.repeat((b, 1, 1, 1)).contiguous(memory_format=fmt) for b in set(sizes)}
     with (torch.inference_mode() if channels_last else torch.no_grad()):
         for b in sizes: model(batches[b]).argmax(1)
 
 def cpu_name():
-    "The CPU's model name, as /proc/cpuinfo gives it, and whether it has bfloat16 instructions."
+    "The CPU's model name and whether it has bfloat16 instructions (from /proc/cpuinfo)."
     try: info = open('/proc/cpuinfo').read()
     except OSError: return 'unknown'
-    name = next((l.split(':', 1)[1].strip() for l in info.splitlines() if l.startswith('model name')), 'unknown')
-    return name + (' (avx512_bf16)' if 'avx512_bf16' in info else '') + f', {os.cpu_count()} cores'
+    names = (l.split(':', 1)[1].strip() for l in info.splitlines() if l.startswith('model name'))
+    name = next(names, 'unknown')
+    bf16 = [f for f in ('avx512_bf16', 'amx_bf16') if f in info.split()]
+    return f"{name} ({', '.join(bf16) if bf16 else 'no AVX512-BF16/AMX'}), {os.cpu_count()} cores"
 
-def current_rss_mb():
-    with open('/proc/self/statm') as f: return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
-
-def worker(model_name, method, n0, n, batch_size, images):
-    "Time one method in this process; print a JSON line."
+def worker(model_name, contender, n0, n, batch_size, threads):
+    "Time one contender in this process; print a JSON line."
+    torch.set_num_threads(threads)
     from randsmooth.models import get_architecture
     from randsmooth.smooth import Smooth
+    from randsmooth import fast
     torch.manual_seed(0)
-    model = get_architecture(MODELS[model_name], 'cifar10').eval()
-    xs = torch.rand(images, 3, 32, 32)
-    if method == 'compile': model = torch.compile(model)
-    if method == 'fast':
-        from randsmooth.fast import inference_copy
-        model = inference_copy(model, xs[0] + SIGMA * torch.randn(64, *xs.shape[1:]))
-    run = {'plain': lambda x, i: plain_certify(model, x, n0, n, ALPHA, batch_size),
-           'forward': lambda x, i: forward_only(model, x, n0, n, batch_size, False),
-           'forward_cl': lambda x, i: forward_only(model, x, n0, n, batch_size, True),
-           'smooth': lambda x, i: Smooth(model, NUM_CLASSES, SIGMA).certify(x, n0, n, ALPHA, batch_size, seed=i),
-           'fast': lambda x, i: Smooth(model, NUM_CLASSES, SIGMA).certify(x, n0, n, ALPHA, batch_size, seed=i),
-           'bf16': lambda x, i: Smooth(model, NUM_CLASSES, SIGMA, amp='bf16').certify(x, n0, n, ALPHA, batch_size, seed=i),
-           'compile': lambda x, i: Smooth(model, NUM_CLASSES, SIGMA).certify(x, n0, n, ALPHA, batch_size, seed=i)}[method]
-    base_rss = current_rss_mb()
-    run(xs[0], 0) if method == 'compile' else forward_only(model, xs[0], 0, 2 * batch_size, batch_size, method != 'plain')  # warm-up
+    model, x = get_architecture(MODELS[model_name], 'cifar10').eval(), torch.rand(3, 32, 32)
+    forward_only(model, x, 0, 2 * batch_size, batch_size, contender != 'reference')  # warm-up
+    def certify(f, **kw):
+        return Smooth(f, NUM_CLASSES, SIGMA, **kw).certify(x, n0, n, ALPHA, batch_size, seed=0)
+    what = None
+    if contender == 'inference_copy':
+        model = fast.inference_copy(model, x + SIGMA * torch.randn(64, *x.shape))
+    if contender == 'compile': model = torch.compile(model); certify(model)
+    def command():
+        nonlocal what
+        f, what = fast.command_model(model, x, n_draws=n0 + n, batch_size=batch_size, sigma=SIGMA)
+        return certify(f, channels_last=what['channels_last'], amp=what['amp'])
+    run = {'reference': lambda: reference_certify(model, x, n0, n, ALPHA, batch_size),
+           'smooth': lambda: certify(model), 'inference_copy': lambda: certify(model),
+           'compile': lambda: certify(model), 'bf16': lambda: certify(model, amp='bf16'),
+           'command': command,
+           'forward_cl': lambda: forward_only(model, x, n0, n, batch_size, True)}[contender]
     cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     start, start_cpu = time.perf_counter(), cpu()
-    for i, x in enumerate(xs): run(x, i)
-    seconds, cpu_seconds = (time.perf_counter() - start) / images, (cpu() - start_cpu) / images
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(dict(model=model_name, method=method, seconds=seconds, cpu_seconds=cpu_seconds, peak_mb=peak - base_rss)))
+    run()
+    seconds, cpu_seconds = time.perf_counter() - start, cpu() - start_cpu
+    print(json.dumps(dict(model=model_name, contender=contender, seconds=seconds,
+                          cpu_seconds=cpu_seconds, what=what)))
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--n0', type=int, default=100); p.add_argument('--n', type=int, default=10_000)
-    p.add_argument('--batch', type=int, default=1000); p.add_argument('--images', type=int, default=1)
-    p.add_argument('--reps', type=int, default=2, help='repetitions; the fastest is kept')
+    p.add_argument('--batch', type=int, default=1000)
+    p.add_argument('--rounds', type=int, default=3, help='alternating rounds; the fastest is kept')
+    p.add_argument('--threads', type=int, default=2, help='torch threads per process')
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
-    p.add_argument('--modes', nargs='+', default=['plain', 'smooth', 'fast', 'forward', 'forward_cl'],
-                   choices=['plain', 'smooth', 'fast', 'forward', 'forward_cl', 'bf16', 'compile'])
+    p.add_argument('--contenders', nargs='+', default=CONTENDERS, choices=CONTENDERS)
     p.add_argument('--json', help='also write the results to this file')
     p.add_argument('--worker', nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args()
-    if a.worker: return worker(*a.worker, a.n0, a.n, a.batch, a.images)
-    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads\n"
-          f"n0={a.n0}, n={a.n}, batch={a.batch}, {a.images} image(s) per process, best of {a.reps}",
+    if a.worker: return worker(*a.worker, a.n0, a.n, a.batch, a.threads)
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {a.threads} thread(s) per process; "
+          f"load average {os.getloadavg()[0]:.1f}\n"
+          f"n0={a.n0}, n={a.n}, batch={a.batch}, one 3x32x32 image, best of {a.rounds} rounds",
           flush=True)
     best = {}
-    for rep in range(a.reps):
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    for r in range(a.rounds):
         for model in a.models:
-            for method in a.modes:
-                out = subprocess.run([sys.executable, __file__, '--worker', model, method, '--n0', str(a.n0), '--n', str(a.n),
-                                      '--batch', str(a.batch), '--images', str(a.images)], capture_output=True, text=True)
-                if out.returncode: sys.exit(f"{model} {method} failed:\n{out.stderr}")
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"  rep {rep} {model:10s} {method:10s} {r['seconds']:8.2f} s ({r['cpu_seconds']:.2f} s CPU)", flush=True)
-                key = (model, method)
-                if key not in best or r['seconds'] < best[key]['seconds']: best[key] = r
-    samples = a.n0 + a.n
-    print(f"\nbest of {a.reps}; 'vs X' = speed relative to X (wall time; CPU time in brackets);\n"
-          f"peak MB = resident memory added")
-    print(f"{'model':10s} {'method':10s} {'s/image':>8s} {'CPU s':>7s} {'samples/s':>10s} {'vs forward':>16s} {'vs plain':>16s} {'peak MB':>8s}")
-    for (model, method), r in best.items():
-        rate = samples / r['seconds']
-        rel = lambda m: (f"{best[(model, m)]['seconds'] / r['seconds']:.2f}x ({best[(model, m)]['cpu_seconds'] / r['cpu_seconds']:.2f}x)"
-                         if (model, m) in best else '-')
-        print(f"{model:10s} {method:10s} {r['seconds']:8.2f} {r['cpu_seconds']:7.2f} {rate:10.0f} {rel('forward'):>16s} {rel('plain'):>16s} {r['peak_mb']:8.0f}")
+            for contender in a.contenders:
+                out = subprocess.run([sys.executable, __file__, '--worker', model, contender,
+                                      '--n0', str(a.n0), '--n', str(a.n), '--batch', str(a.batch),
+                                      '--threads', str(a.threads)],
+                                     capture_output=True, text=True, env=env)
+                if out.returncode: sys.exit(f"{model} {contender} failed:\n{out.stderr}")
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                what = ' ' + ','.join(k for k, v in res['what'].items() if v) if res['what'] else ''
+                print(f"  round {r} {model:10s} {contender:15s} {res['seconds']:7.2f} s "
+                      f"({res['cpu_seconds']:.2f} s CPU){what}", flush=True)
+                key = (model, contender)
+                if key not in best or res['seconds'] < best[key]['seconds']: best[key] = res
+    print(f"\nbest of {a.rounds}; speed = reference's time / contender's "
+          f"(wall; CPU time in brackets)")
+    print(f"{'contender':15s}" + ''.join(f"{m:>26s}" for m in a.models))
+    for contender in a.contenders:
+        cells = []
+        for m in a.models:
+            r, ref = best.get((m, contender)), best.get((m, 'reference'))
+            if r is None or ref is None: cells.append(f"{'-':>26s}"); continue
+            cells.append(f"{r['seconds']:6.2f} s {ref['seconds'] / r['seconds']:5.2f}x "
+                         f"({ref['cpu_seconds'] / r['cpu_seconds']:.2f}x)".rjust(26))
+        print(f"{contender:15s}" + ''.join(cells))
     if a.json:
-        with open(a.json, 'w') as f: json.dump([dict(r, samples_per_s=samples / r['seconds']) for r in best.values()], f, indent=1)
+        with open(a.json, 'w') as f: json.dump(list(best.values()), f, indent=1)
 
 if __name__ == '__main__': main()
