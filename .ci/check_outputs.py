@@ -26,6 +26,8 @@ IMAGE = ('image/png', 'image/jpeg', 'image/svg+xml')
 
 def makes_figure(src):
     "Does the cell's code draw a pyplot figure at top level (not only inside a `def`), and not close them all?"
+    if re.search(r'\bFigure\(', src) and not re.search(r'\bplt\.', src):
+        return False   # a matplotlib.figure.Figure made without pyplot is never displayed
     lines, hits = src.splitlines(), 0
     for i, line in enumerate(lines):
         if not FIGURE.search(line): continue
@@ -65,7 +67,8 @@ def check_notebook(path, skip_flags):
             if m: problems.append(f'{where}: warning in the output: {m.group(0).strip()[:200]}')
             m = TEST_SIZE.search(text)
             if m: problems.append(f'{where}: test-size marker {m.group(0)!r} in the output')
-        if not skipped and makes_figure(src) and not any(k in o.get('data', {}) for o in c.get('outputs', []) for k in IMAGE):
+        defines = bool({'export', 'exports', 'exporti'} & d.keys())   # library code: defines, draws nothing
+        if not skipped and not defines and makes_figure(src) and not any(k in o.get('data', {}) for o in c.get('outputs', []) for k in IMAGE):
             problems.append(f'{where}: makes a figure but has no image output')
     return problems
 

@@ -23,12 +23,12 @@ from .train import distributed_env, resolve_device
 
 # %% auto #0
 __all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'RESULT_SETTINGS', 'PYTHON_NAMES', 'PROBE_SEED', 'PROBE_SIZE', 'IDENTITY',
-           'DEFAULT_UNITS', 'COMMAND_NAMES', 'COMPILE_AFTER_S', 'exact_float', 'certify_row', 'predict_row',
-           'select_indices', 'shard_indices', 'read_log_rows', 'appending_log', 'part_path', 'part_paths', 'merge_logs',
-           'settings_path', 'check_resumable', 'model_fingerprint', 'probe_inputs', 'output_fingerprint',
-           'classifier_identity', 'check_outfile', 'check_labels', 'check_fits', 'images_per_forward', 'process_group',
-           'Procedure', 'at_radius_row_result', 'run_dataset', 'certify_dataset', 'predict_dataset', 'radius_units',
-           'FixedBatch', 'command_fast_path', 'certify_command', 'predict_command']
+           'DEFAULT_UNITS', 'DRAWS_BAR_AFTER_S', 'COMMAND_NAMES', 'COMPILE_AFTER_S', 'exact_float', 'certify_row',
+           'predict_row', 'select_indices', 'shard_indices', 'read_log_rows', 'appending_log', 'part_path',
+           'part_paths', 'merge_logs', 'settings_path', 'check_resumable', 'model_fingerprint', 'probe_inputs',
+           'output_fingerprint', 'classifier_identity', 'check_outfile', 'check_labels', 'check_fits',
+           'images_per_forward', 'process_group', 'Procedure', 'at_radius_row_result', 'run_dataset', 'certify_dataset',
+           'predict_dataset', 'radius_units', 'FixedBatch', 'command_fast_path', 'certify_command', 'predict_command']
 
 # %% ../nbs/07_certify.ipynb #a9492b81
 CERTIFY_COLUMNS = ('idx', 'label', 'predict', 'radius', 'correct', 'time',
@@ -557,6 +557,28 @@ def _device_of(f) -> torch.device:
         for t in (*f.parameters(), *f.buffers()): return t.device
     return torch.device('cpu')
 
+# %% ../nbs/07_certify.ipynb #c0a10034
+DRAWS_BAR_AFTER_S = 3.0     # a group of examples shows the draws bar once it has run this long
+
+@contextmanager
+def _draw_progress(f, # the base classifier sampled
+                   show:bool, # whether bars are shown at all
+                   file=None, # where the bar goes; None: stderr
+                  ):
+    "A second bar counting the noisy inputs `f` is called on (None when not shown or not a module)"
+    if not show or not isinstance(f, torch.nn.Module):
+        yield None
+        return
+    inner = tqdm(total=0, desc='draws', unit='draw', unit_scale=True, leave=False, position=1,
+                 delay=DRAWS_BAR_AFTER_S, dynamic_ncols=True, file=file)
+    def count(module, args, output):
+        if args and hasattr(args[0], 'shape'): inner.update(len(args[0]))
+    handle = f.register_forward_hook(count)
+    try: yield inner
+    finally:
+        handle.remove(); inner.close()
+
+
 # %% ../nbs/07_certify.ipynb #67d00cbe
 def _check_class_names(model_classes:list, data_classes:list):
     "Refuse a classifier's class names that are not the data's (`data.check_class_names`)"
@@ -600,15 +622,19 @@ def _run_settings(smooth, data, procedure, indices, skip, limit, device, k, abou
 # %% ../nbs/07_certify.ipynb #8ff34820
 def _sample_rows(log, smooth, data, procedure, todo, k, device, bar):
     "Decide the examples `todo`, `k` at a time, appending their rows to the open `log`"
-    for start in range(0, len(todo), k):
-        group = todo[start:start + k]
-        examples = [_example(data, i, smooth.num_classes) for i in group]
-        xs = torch.stack([x for x, _ in examples]).to(device)
-        generators = [example_generator(procedure.seed, i, device) for i in group]
-        for i, (_, label), result in zip(group, examples, procedure.decide(smooth, xs, generators)):
-            log.write(procedure.row(i, label, result))
-        log.flush()
-        bar.update(len(group))
+    each = (procedure.n0 or 0) + procedure.n      # the most draws an example makes
+    with _draw_progress(smooth.base_classifier, not bar.disable) as draws:
+        for start in range(0, len(todo), k):
+            group = todo[start:start + k]
+            if draws is not None: draws.reset(total=len(group) * each)
+            examples = [_example(data, i, smooth.num_classes) for i in group]
+            xs = torch.stack([x for x, _ in examples]).to(device)
+            generators = [example_generator(procedure.seed, i, device) for i in group]
+            results = procedure.decide(smooth, xs, generators)
+            for i, (_, label), result in zip(group, examples, results):
+                log.write(procedure.row(i, label, result))
+            log.flush()
+            bar.update(len(group))
 
 # %% ../nbs/07_certify.ipynb #f7ea4ceb
 def run_dataset(smooth:Smooth, # the smoothed classifier
@@ -738,8 +764,27 @@ def predict_dataset(smooth:Smooth, # the smoothed classifier
     return read_log(outfile)
 
 # %% ../nbs/07_certify.ipynb #64c62575
+def _stored_uint8(path:Path, split:str) -> bool:
+    "Whether a `.npz` or `.pt` file stores its inputs (`x_{split}`, else `x`) as uint8 pixels"
+    import zipfile, numpy as np
+    keys = (f'x_{split}', 'x')
+    try:
+        if path.suffix.lower() == '.npz':    # the array's header only, not its data
+            with zipfile.ZipFile(path) as z:
+                name = next(f'{k}.npy' for k in keys if f'{k}.npy' in z.namelist())
+                with z.open(name) as f:
+                    major, _ = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if major == 1
+                            else np.lib.format.read_array_header_2_0)
+                    return read(f)[2] == np.uint8
+        arrays = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        x = next(arrays[k] for k in keys if k in arrays)
+        return str(x.dtype) in ('torch.uint8', 'uint8')
+    except Exception: return False       # unreadable: load_dataset has said why already
+
 def radius_units(source:str, # the command's DATASET: a name or a path
                  info, # its `DatasetInfo`
+                 split:str='test', # the split read (a file may hold x_train and x_test)
                 ) -> str:
     "What a radius is measured in, for data loaded by `load_dataset(source)`"
     named_images = source in ('mnist', 'cifar10', 'imagenet', 'digits')
@@ -747,8 +792,15 @@ def radius_units(source:str, # the command's DATASET: a name or a path
         return ("[0, 1] pixels as fed to the model (normalisation inside it): "
                 "radii are l2 distances between images")
     if source == 'synthetic': return "feature units: radii are l2 distances between feature vectors"
-    return (f"the units of x as stored in {source} (uint8 pixels read as [0, 1]): "
-            f"radii are l2 distances in them, as fed to the model")
+    path = Path(source)
+    if path.suffix.lower() == '.csv':
+        return (f"feature units, the columns of {source} as stored: radii are l2 distances between "
+                f"feature vectors, as fed to the model")
+    if path.suffix.lower() in ('.npz', '.pt') and _stored_uint8(path, split):
+        return (f"[0, 1] pixels: {source} stores uint8 pixels, read as [0, 1]: radii are l2 "
+                f"distances between inputs in [0, 1], as fed to the model")
+    return (f"the units of x as stored in {source}: radii are l2 distances in them, as fed to the "
+            f"model")
 
 # %% ../nbs/07_certify.ipynb #298d43bd
 COMMAND_NAMES = dict(command='rs_{}', sigma='SIGMA {}', num_classes='DATASET with {} classes',
@@ -758,7 +810,7 @@ COMMAND_NAMES = dict(command='rs_{}', sigma='SIGMA {}', num_classes='DATASET wit
                      tolerance='--tolerance {}', skip='--skip {}',
                      data_length='DATASET of {} examples', device_type='--device {}',
                      dataset='DATASET {}', split='--split {}', resize='--resize {}',
-                     crop='--crop {}',
+                     crop='--crop {}', channels='--channels {}', class_map='--class_map {}',
                      label_column='--label_column {}', checkpoint='CHECKPOINT {}',
                      checkpoint_sha256="CHECKPOINT's content (SHA-256)", arch='--arch {}',
                      units='units {!r}', amp='amp {}', eval_mode='eval_mode {}',
@@ -784,6 +836,37 @@ class FixedBatch(torch.nn.Module):
             out.append(self.model(chunk)[:len(chunk) - short])
         return torch.cat(out)
 
+# %% ../nbs/07_certify.ipynb #c0a10031
+def _channels(value):
+    "`--channels` as `load_dataset` takes it: 1, 3, 'auto' or None"
+    return int(value) if value in ('1', '3') else value
+
+def _preprocessing(s, prog:str, remembered:dict|None) -> dict:
+    "The run's resize, crop, channels: the flags given, else the checkpoint's (said in one line)"
+    given = dict(resize=s.resize, crop=s.crop, channels=_channels(getattr(s, 'channels', None)))
+    if not remembered or not Path(s.dataset).is_dir(): return given
+    taken = {k: v for k, v in remembered.items() if given.get(k) is None and v is not None}
+    if taken and distributed_env()[0] == 0:
+        flags = ' '.join(f'--{k} {v}' for k, v in taken.items())
+        print(f"{prog}: preprocessing from {Path(s.checkpoint).name}, as its model was trained: "
+              f"{flags} (give the flags to override)", file=sys.stderr)
+    return given | taken
+
+class _Relabelled:
+    "`data` whose labels are the model's ids of their classes (`ids[data label]`), named `classes`"
+    def __init__(self, data, ids:list, classes:list):
+        self.data, self.ids, self.classes = data, list(ids), [str(c) for c in classes]
+    def __len__(self): return len(self.data)
+    def __getitem__(self, i):
+        x, label = self.data[i]
+        return x, self.ids[_label_id(label, f"data[{i}]", len(self.ids))]
+
+def _warnings_as_lines(prog:str, caught):
+    "Print each caught warning as one line `PROG: warning: ...` (rank 0), no file or source line"
+    if distributed_env()[0] != 0: return
+    for w in caught: print(f"{prog}: warning: {w.message}", file=sys.stderr)
+
+
 # %% ../nbs/07_certify.ipynb #7a3049a8
 def _fixed_batch(model, prog:str, s, example):
     "`model`, or `FixedBatch(model)` with a note when it was exported with a fixed batch size"
@@ -803,28 +886,46 @@ def _command_inputs(s, # `CertifySettings` or `PredictSettings`, checked
                     prog:str='rs_certify', # the command, for notes
                    ) -> tuple: # (smooth, data, device, about)
     "Load the data and the model of a command's run and describe them for the settings file"
-    from randsmooth.data import load_dataset
-    from randsmooth.models import load_model, file_sha256, warn_sigma_mismatch
+    from randsmooth.cli import parse_class_map
+    from randsmooth.data import load_dataset, check_class_names
+    from randsmooth.models import load_model, file_sha256, warn_sigma_mismatch, read_meta
     if s.threads: torch.set_num_threads(s.threads)
     check_outfile(s.outfile)
     device = resolve_device(s.device)
-    data, info = load_dataset(s.dataset, s.split, data_dir=s.data_dir, resize=s.resize, crop=s.crop,
-                              label_column=s.label_column)
+    try: remembered = (read_meta(s.checkpoint) or {}).get('preprocessing')
+    except Exception: remembered = None      # not a readable checkpoint: load_model says why
+    pre = _preprocessing(s, prog, remembered)
+    data, info = load_dataset(s.dataset, s.split, data_dir=s.data_dir, label_column=s.label_column,
+                              **{k: v for k, v in pre.items() if v is not None})
     model, meta = load_model(s.checkpoint, arch=s.arch, dataset_info=info, device=device)
-    warn_sigma_mismatch(meta.get('sigma'), s.sigma)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        warn_sigma_mismatch(meta.get('sigma'), s.sigma)
+    _warnings_as_lines(prog, caught)
     classes = None if info.classes is None else [str(c) for c in info.classes]
-    if meta.get('classes') is not None and classes is not None:
-        _check_class_names([str(c) for c in meta['classes']], classes)
-    about = dict(dataset=s.dataset, split=s.split, resize=s.resize, crop=s.crop,
-                 label_column=s.label_column, checkpoint=str(Path(s.checkpoint).resolve()),
+    class_map = parse_class_map(getattr(s, 'class_map', None))
+    model_classes = meta.get('classes')
+    ids = check_class_names(model_classes, classes, class_map, '--class_map')
+    num_classes = info.num_classes
+    if class_map is not None:       # the data's labels become the model's ids of their classes
+        data, classes = _Relabelled(data, ids, model_classes), [str(c) for c in model_classes]
+        num_classes = len(classes)
+    about = dict(dataset=s.dataset, split=s.split, **pre, label_column=s.label_column,
+                 class_map=class_map, checkpoint=str(Path(s.checkpoint).resolve()),
                  checkpoint_sha256=file_sha256(s.checkpoint), arch=meta.get('arch') or s.arch,
-                 units=radius_units(s.dataset, info), classes=classes)
+                 units=radius_units(s.dataset, info, s.split), classes=classes)
     try: example = torch.as_tensor(data[0][0]).to(device)      # checked later, by check_fits
     except Exception: example = None
     model = _fixed_batch(model, prog, s, example)
     try: about |= classifier_identity(model, example, device)   # the model as loaded, not a copy
     except Exception: pass     # a model that does not fit the data: check_fits says why, clearly
-    return Smooth(model, info.num_classes, s.sigma), data, device, about
+    amp = None if getattr(s, 'amp', 'off') == 'off' else s.amp
+    if amp == 'bf16' and distributed_env()[0] == 0:
+        from randsmooth.fast import bf16_speed_note
+        note = bf16_speed_note(device)
+        if note: print(f"{prog}: warning: {note}", file=sys.stderr)
+    return Smooth(model, num_classes, s.sigma, amp=amp), data, device, about
+
 
 # %% ../nbs/07_certify.ipynb #b6c6164d
 def _report(prog:str, s, log):
@@ -880,11 +981,14 @@ def command_fast_path(smooth:Smooth, # the smoothed classifier of the model as l
             warnings.simplefilter('always')
             long = -(-draws // b) * _forward_seconds(f, example, b) > COMPILE_AFTER_S
             copied, what = command_model(f, example, n_draws=draws, batch_size=batch_size,
-                                         compile='auto' if long else False, sigma=smooth.sigma)
+                                         compile='auto' if long else False, sigma=smooth.sigma,
+                                         amp=smooth.amp)
     except Exception as e:       # a model the copy cannot handle: sampled as loaded, saying why
         return smooth, dict(fast=False, why=f'{type(e).__name__}: {e}')
     notes = dict(notes=[str(w.message) for w in caught]) if caught else {}
-    return Smooth(copied, smooth.num_classes, smooth.sigma), dict(fast=True, **what, **notes)
+    fast = Smooth(copied, smooth.num_classes, smooth.sigma, channels_last=what['channels_last'],
+                  amp=smooth.amp, eval_mode=smooth.eval_mode)
+    return fast, dict(fast=True, **what, **notes)
 
 # %% ../nbs/07_certify.ipynb #c0a10026
 _SPED = (('fold', 'batch norm folded'), ('relu_in_place', 'ReLUs in place'),

@@ -14,7 +14,7 @@ from fastcore.script import call_parse
 __all__ = ['USER_ERRORS', 'rs_train', 'rs_demo', 'rs_analyze', 'rs_certify', 'rs_predict', 'ensure_folder', 'atomic_writer',
            'atomic_write', 'tsv_line', 'exit_on_error', 'underscored', 'accept_hyphens', 'command_from',
            'TrainSettings', 'run_train', 'DemoSettings', 'run_demo', 'AnalyzeSettings', 'run_analyze',
-           'PredictSettings', 'CertifySettings', 'run_certify', 'run_predict']
+           'PredictSettings', 'CertifySettings', 'parse_class_map', 'run_certify', 'run_predict']
 
 # %% ../nbs/15_cli.ipynb #d80e101f
 def ensure_folder(folder:str|os.PathLike, # the folder to create if missing
@@ -136,7 +136,7 @@ from fastcore.basics import patch
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     "Train a base classifier under noise σ (SGD, step schedule); under torchrun, on every process."
-    dataset:str # digits, synthetic, mnist, cifar10, imagenet, or a path: image folder, .npz, .csv
+    dataset:str # digits, synthetic, mnist, cifar10, imagenet, or a path: images, .npz, .pt, .csv
     arch:str # small_cnn, cifar_resnet110, ..., a torchvision name, timm:NAME, pkg.module:factory
     outdir:str # folder for checkpoint.pth.tar, log.tsv and settings.json
     sigma:float|None=None # noise level σ (>= 0, required), in input units ([0, 1] pixels)
@@ -332,6 +332,10 @@ def run_analyze(s:AnalyzeSettings, # checked settings
 rs_analyze = command_from(AnalyzeSettings, run_analyze, 'rs_analyze')
 
 # %% ../nbs/15_cli.ipynb #f7c10001
+from fastcore.script import Param, bool_arg
+_FAST = Param("sample CHECKPOINT's exact fast copy (batch norm folded, ReLUs in place...); "
+              "False: as loaded", bool_arg)
+
 @dataclasses.dataclass(frozen=True)
 class PredictSettings:
     "Predict examples of DATASET with the smoothed CHECKPOINT at noise SIGMA (or abstain)."
@@ -351,6 +355,10 @@ class PredictSettings:
     resize:int|None=None # image folders: resize the shorter side to this many pixels
     crop:int|None=None # image folders: then take the centred crop x crop square
     label_column:str='label' # CSV data: the column holding the labels
+    channels:str|None=None # image folders: 1, 3 or auto (1 if all gray); default: CHECKPOINT's
+    class_map:str|None=None # data class -> model class where the names differ: ant=cat,bee=dog
+    amp:str='off' # off, or bf16: certify the bfloat16 autocast function (fast on bf16 chips)
+    fast:_FAST=True # False: sample CHECKPOINT as loaded, not its exact fast copy
     images_per_batch:str='auto' # images per forward pass (auto: as many as batch allows)
     device:str='auto' # auto, cpu, cuda, cuda:1, ...
     threads:int=1 # torch threads per process (0: torch's default); on CPUs, torchrun more processes
@@ -377,6 +385,10 @@ class CertifySettings:
     resize:int|None=None # image folders: resize the shorter side to this many pixels
     crop:int|None=None # image folders: then take the centred crop x crop square
     label_column:str='label' # CSV data: the column holding the labels
+    channels:str|None=None # image folders: 1, 3 or auto (1 if all gray); default: CHECKPOINT's
+    class_map:str|None=None # data class -> model class where the names differ: ant=cat,bee=dog
+    amp:str='off' # off, or bf16: certify the bfloat16 autocast function (fast on bf16 chips)
+    fast:_FAST=True # False: sample CHECKPOINT as loaded, not its exact fast copy
     bound:str='cohen' # cohen or bonferroni
     images_per_batch:str='auto' # images per forward pass (auto: as many as batch allows)
     device:str='auto' # auto, cpu, cuda, cuda:1, ...
@@ -414,6 +426,21 @@ def _check_numbers(s):
     for name in ('resize', 'crop'):
         if getattr(s, name) is not None: _int_setting(getattr(s, name), name, 1)
 
+# %% ../nbs/15_cli.ipynb #f7c10021
+def parse_class_map(text, # 'ant=cat,bee=dog' (data name = model name), a dict, or None
+                   )->dict|None: # data class name -> model class name; None when not given
+    "The `--class_map` of a command as a dict, or a one-line `ValueError` showing its form."
+    if text is None or isinstance(text, dict): return text
+    if not isinstance(text, str): raise TypeError(f"class_map must be a string, got {text!r}")
+    pairs = [p.partition('=') for p in text.split(',')]
+    if not text or any(not (k.strip() and eq and v.strip()) for k, eq, v in pairs):
+        raise ValueError(f"class_map must be DATA=MODEL pairs separated by commas (data class "
+                         f"name = model class name, e.g. ant=cat,bee=dog), got {text!r}")
+    mapping = {k.strip(): v.strip() for k, _, v in pairs}
+    if len(mapping) < len(pairs): raise ValueError(f"class_map names a data class twice: {text!r}")
+    return mapping
+
+
 # %% ../nbs/15_cli.ipynb #f7c10006
 def _check_run(s):
     "The settings `rs_certify` and `rs_predict` share."
@@ -421,6 +448,11 @@ def _check_run(s):
     _check_numbers(s)
     if s.split not in ('train', 'test'):
         raise ValueError(f"split must be train or test, got {s.split!r}")
+    if s.channels not in (None, '1', '3', 'auto', 1, 3):
+        raise ValueError(f"channels must be 1, 3 or auto, got {s.channels!r}")
+    if s.amp not in ('off', 'bf16'): raise ValueError(f"amp must be off or bf16, got {s.amp!r}")
+    if not isinstance(s.fast, bool): raise TypeError(f"fast must be True or False, got {s.fast!r}")
+    parse_class_map(s.class_map)
     k = s.images_per_batch
     if k != 'auto' and not (k.isdigit() and int(k) >= 1):
         raise ValueError(f"images_per_batch must be auto or an integer >= 1, got {k!r}")

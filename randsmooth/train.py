@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #66d3f24b
 from __future__ import annotations
-import dataclasses, gc, importlib.util, json, math, os, time
+import dataclasses, gc, importlib.util, json, math, os, sys, time
 from types import SimpleNamespace
 from functools import partial
 from pathlib import Path
@@ -22,10 +22,11 @@ from .models import check_arch, get_architecture, save_checkpoint, load_checkpoi
 
 # %% auto #0
 __all__ = ['AMP_MODES', 'LOG_COLUMNS', 'CHECKPOINT_NAME', 'LOG_NAME', 'SETTINGS_NAME', 'RECIPE', 'BEFORE_METHODS',
-           'DEFAULT_EPOCHS', 'add_noise', 'GaussianObjective', 'make_objective', 'objective_options', 'resolve_device',
-           'resolve_amp', 'resolve_channels_last', 'train_step', 'eval_step', 'epoch_seed', 'EpochBatchSampler',
-           'distributed_env', 'init_distributed', 'all_reduce_sum', 'IndexedDataset', 'default_workers', 'make_loader',
-           'run_epoch', 'write_log', 'append_log', 'read_train_log', 'check_same_recipe', 'default_epochs', 'train']
+           'DEFAULT_EPOCHS', 'OPTIMIZERS', 'add_noise', 'GaussianObjective', 'make_objective', 'objective_options',
+           'resolve_device', 'resolve_amp', 'resolve_channels_last', 'train_step', 'eval_step', 'epoch_seed',
+           'EpochBatchSampler', 'distributed_env', 'init_distributed', 'all_reduce_sum', 'IndexedDataset',
+           'default_workers', 'make_loader', 'run_epoch', 'write_log', 'append_log', 'read_train_log',
+           'check_same_recipe', 'default_epochs', 'make_optimizer', 'train']
 
 # %% ../nbs/05_train.ipynb #8c62a713
 def add_noise(x:torch.Tensor, # a batch of inputs, on any device
@@ -336,8 +337,9 @@ def read_train_log(path:Path, # a training log written by `train`
 
 # %% ../nbs/05_train.ipynb #0c1dc0a2
 RECIPE = ('batch', 'lr', 'lr_step', 'gamma', 'momentum', 'weight_decay', 'seed', 'method',
-          'method_options', 'label_column', 'resize', 'crop')
-BEFORE_METHODS = {'method': 'gaussian', 'method_options': {}}   # checkpoints older than methods
+          'method_options', 'label_column', 'resize', 'crop', 'optimizer')
+BEFORE_METHODS = {'method': 'gaussian', 'method_options': {},   # checkpoints older than methods
+                  'optimizer': 'sgd'}
 
 def _same(a, b)->bool:
     if isinstance(a, float) or isinstance(b, float):
@@ -414,7 +416,8 @@ def _save(run, row:dict):
     save_checkpoint(run.ckpt_path, run.model, arch=run.arch, dataset=run.info, sigma=run.sigma,
                     epoch=row['epoch'], optimizer=run.optimizer.state_dict(),
                     scheduler=run.scheduler.state_dict(), scaler=scaler, history=run.history,
-                    settings=run.settings, segments=run.segments)
+                    settings=run.settings, segments=run.segments,
+                    preprocessing=run.preprocessing)
     append_log(run.outdir/LOG_NAME, row)
     described = dict(arch=run.arch, dataset=run.info.name, sigma=run.sigma, **run.settings,
                      segments=run.segments, epochs_done=row['epoch'])
@@ -423,6 +426,19 @@ def _save(run, row:dict):
         tqdm.write(f"epoch {row['epoch']:3d}  {row['time']:7.1f}s  lr {row['lr']:.4g}  train loss "
                    f"{row['train_loss']:.4f} acc {row['train_acc']:.4f}  test loss "
                    f"{row['test_loss']:.4f} acc {row['test_acc']:.4f}  (σ = {run.sigma})")
+
+# %% ../nbs/05_train.ipynb #b23f7461
+OPTIMIZERS = ('sgd', 'adam')
+
+def make_optimizer(name:str, # 'sgd' (momentum, weight decay) or 'adam'
+                   params, # the parameters to optimise
+                   s:TrainSettings, # the run's settings: lr, momentum, weight_decay
+                  )->torch.optim.Optimizer: # the run's optimiser
+    "The optimiser an objective asks for (`objective.optimizer`, 'sgd' if it says nothing)."
+    if name == 'sgd':
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if name == 'adam': return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 # %% ../nbs/05_train.ipynb #b23f743a
 def _setup(run, model:torch.nn.Module, meta:dict|None, s:TrainSettings):
@@ -435,8 +451,7 @@ def _setup(run, model:torch.nn.Module, meta:dict|None, s:TrainSettings):
     run.test_loader = make_loader(run.test_set, test_batches, run.workers, run.device)
     fmt = torch.channels_last if run.channels_last else torch.preserve_format
     run.model = model.to(run.device, memory_format=fmt)
-    run.optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum,
-                                    weight_decay=s.weight_decay)
+    run.optimizer = make_optimizer(run.settings['optimizer'], model.parameters(), s)
     run.scheduler = torch.optim.lr_scheduler.StepLR(run.optimizer, s.lr_step, gamma=s.gamma)
     run.scaler = torch.amp.GradScaler(run.device.type) if run.amp_dtype == torch.float16 else None
     state = meta['state'] if meta is not None else {}
@@ -493,6 +508,12 @@ def train(dataset:str, # a named dataset, or a path to data (see `randsmooth.dat
     return _train(s)
 
 # %% ../nbs/05_train.ipynb #b21acef0
+def _same_examples(a, b)->bool:
+    "Whether datasets `a` and `b` are the same examples (no held-out split): same length and items"
+    if len(a) != len(b): return False
+    return all(torch.equal(torch.as_tensor(a[i][0]), torch.as_tensor(b[i][0]))
+               for i in sorted({0, len(a) // 2, len(a) - 1}))
+
 def _load(s:TrainSettings, split:str)->tuple:
     "`(dataset, info)` of the `split` of the data that `s` names."
     return load_dataset(s.dataset, split, data_dir=s.data_dir, download=s.download, resize=s.resize,
@@ -514,7 +535,11 @@ def _train(s:TrainSettings)->Path:
     recipe = dict(batch=s.batch, lr=s.lr, lr_step=s.lr_step, gamma=s.gamma, momentum=s.momentum,
                   weight_decay=s.weight_decay, seed=s.seed, method=s.method,
                   method_options=objective_options(run.objective, s.method_options),
-                  label_column=s.label_column, resize=s.resize, crop=s.crop)
+                  label_column=s.label_column, resize=s.resize, crop=s.crop,
+                  optimizer=getattr(run.objective, 'optimizer', 'sgd'))
+    folder = not named and Path(s.dataset).is_dir()   # how its images were made: kept for certify
+    run.preprocessing = (dict(resize=s.resize, crop=s.crop, channels=info.input_shape[0])
+                         if folder and info.is_image else None)
     run.ckpt_path = run.outdir/CHECKPOINT_NAME
     if run.ckpt_path.exists() and not s.resume:
         raise ValueError(f"outdir: {run.outdir} already holds a run's checkpoint; pass resume=True "
@@ -530,6 +555,12 @@ def _train(s:TrainSettings)->Path:
     run.settings = dict(epochs=run.epochs, **recipe)
     run.train_set = _load(s, 'train')[0] if preloaded is None else preloaded
     run.test_set = _load(s, 'test')[0]
+    if not named and _same_examples(run.train_set, run.test_set):
+        run.settings['held_out'] = False
+        if distributed_env()[0] == 0:
+            print(f"note: {s.dataset} has no held-out split: the 'test' loss and accuracy are "
+                  f"measured on the training examples (give the data a test split: x_test/y_test "
+                  f"arrays, or train/ and test/ folders)", file=sys.stderr)
     run.workers = default_workers(run.train_set) if s.workers is None else s.workers
     created_group = init_distributed(run.device)
     try: _fit(run, model, meta, s)

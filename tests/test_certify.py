@@ -285,7 +285,17 @@ def test_commands_sample_an_exact_fast_copy_and_say_so(certified, checkpoint, tm
     assert first.startswith('rs_predict: sampling an exact copy of checkpoint.pth.tar (ReLUs in place'), first
     out = tmp_path/'as_loaded.tsv'                                    # turned off: the model as loaded
     settings = CertifySettings('digits', str(checkpoint), 0.25, str(out), N0=100, N=1000, batch=10_000,
-                               skip=15, seed=3, max=3, quiet=True)
-    certify_command(SimpleNamespace(**dataclasses.asdict(settings), fast=False))
+                               skip=15, seed=3, max=3, quiet=True, fast=False)
+    settings.check()
+    certify_command(settings)
     assert json.loads(settings_path(out).read_text())['fast'] == {'fast': False, 'why': 'fast=False'}
     pd.testing.assert_frame_equal(without_time(out), without_time(certified).iloc[:3])
+
+def test_fast_copy_keeps_amp_and_eval_mode(checkpoint):
+    "Issue 24: the fast copy is sampled as the model is: `amp` (bf16 certifies the bf16 function), eval_mode."
+    from randsmooth.certify import command_fast_path
+    model, _ = load_model(checkpoint)
+    x = get_dataset('digits', 'test')[0][0]
+    fast, what = command_fast_path(Smooth(model, 10, 0.25, amp='bf16', eval_mode=False), x, 2000, 1000)
+    assert (what['fast'], what['amp'], fast.amp, fast.eval_mode) == (True, 'bf16', 'bf16', False), what
+    assert fast.channels_last == what['channels_last']

@@ -233,6 +233,50 @@ def test_image_folder_with_resize_and_crop(tmp_path):
     model, meta = load_checkpoint(out/CHECKPOINT_NAME)
     assert meta['classes'] == ['cat', 'dog'] and model(torch.rand(2, 3, 10, 10)).shape == (2, 2)
     assert read_train_log(out/LOG_NAME).train_n.tolist() == [12]
+    from randsmooth.models import read_meta                       # issue 25-4: remembered for rs_certify
+    assert read_meta(out/CHECKPOINT_NAME)['preprocessing'] == dict(resize=12, crop=10, channels=3)
+    assert 'held-out' not in r.stderr and json.loads((out/SETTINGS_NAME).read_text()).get('held_out') is None
+
+def test_data_without_held_out_split_is_said(tmp_path):
+    "Issue 25-5: x and y only (no x_test): rs_train says the 'test' columns are training examples, and records it."
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path/'d.npz', x=rng.random((24, 4)).astype(np.float32), y=np.arange(24) % 2)
+    out = tmp_path/'run'
+    r = run(tmp_path/'d.npz', 'mlp', out, '--sigma', '0.25', '--epochs', '1', '--batch', '8', '--quiet')
+    assert r.returncode == 0, r.stderr
+    said = [l for l in r.stderr.splitlines() if 'no held-out split' in l]
+    assert len(said) == 1 and 'training examples' in said[0], r.stderr
+    assert json.loads((out/SETTINGS_NAME).read_text())['held_out'] is False
+
+def test_help_lists_pt_among_data_formats():
+    "Issue 25-5: rs_train --help names every data format load_dataset reads, .pt included."
+    r = subprocess.run(command('--help'), capture_output=True, text=True, timeout=60)
+    assert '.npz, .pt, .csv' in ' '.join(r.stdout.split()), r.stdout
+
+class AdamObjective:
+    "An objective that asks for Adam, as the denoiser's does."
+    noisy_copies, options, optimizer = 1, {}, 'adam'
+    def __init__(self, sigma): self.sigma = sigma
+    def __call__(self, model, x, y):
+        from randsmooth.train import add_noise
+        logits = model(add_noise(x, self.sigma))
+        return torch.nn.functional.cross_entropy(logits, y), logits
+
+def test_objective_chooses_the_optimizer_and_it_is_recorded(monkeypatch, tmp_path):
+    "Request 5: `objective.optimizer = 'adam'` trains with Adam at --lr; recorded, and resume with SGD refused."
+    import randsmooth.train as rt
+    def fake_make_objective(method, options, *, sigma, num_classes):
+        return AdamObjective(sigma) if method == 'adam_one' else rt.GaussianObjective(sigma)
+    monkeypatch.setattr(rt, 'make_objective', fake_make_objective)
+    opts = dict(sigma=0.25, epochs=2, batch=64, seed=2, progress=False, lr=0.001)
+    path = rt.train('digits', ARCH, tmp_path/'a', stop_after=1, method='adam_one', **opts)
+    state = torch.load(path, weights_only=True)['state']
+    group = state['optimizer']['param_groups'][0]
+    assert 'betas' in group and group['lr'] == 0.001, group          # Adam's, at --lr
+    assert json.loads((tmp_path/'a'/SETTINGS_NAME).read_text())['optimizer'] == 'adam'
+    with pytest.raises(ValueError, match="optimizer 'adam', not 'sgd'"):
+        monkeypatch.setattr(AdamObjective, 'optimizer', 'sgd')
+        rt.train('digits', ARCH, tmp_path/'a', resume=True, method='adam_one', **opts)
 
 class TwoCopies:
     "A stand-in for a method of randsmooth.methods: two noisy copies per example, a schedule."
