@@ -522,6 +522,7 @@ class DenoiseOptions:
     classifier:str # the fixed, pretrained classifier: any model file `load_model` reads
     loss:str='mse' # 'mse', 'stability' (CE to f's class of the clean image), 'classification'
     init:str='' # a `--method denoise` checkpoint to start a fresh run from (paper: the MSE one)
+    optimizer:str='sgd' # 'sgd' (the loop's default) or 'adam' (the paper's, at --lr 1e-3)
 
 # %% ../nbs/06_methods.ipynb #cfef4096
 @patch
@@ -533,6 +534,7 @@ def check(self:DenoiseOptions):
     _require(ok, 'classifier', 'an existing model file', self.classifier)
     _require(not self.init or Path(self.init).is_file(), 'init', "'' or an existing checkpoint",
              self.init)
+    _require(self.optimizer in ('sgd', 'adam'), 'optimizer', "'sgd' or 'adam'", self.optimizer)
 
 # %% ../nbs/06_methods.ipynb #66045936
 def _denoiser_of(model:nn.Module)->Denoiser:
@@ -549,6 +551,7 @@ class DenoiseObjective:
                  options:DenoiseOptions): # the checked options
         self.sigma, self.options, self.classifier = sigma, options, None
         self.epoch, self.prepared = 1, False
+        self.optimizer = options.optimizer   # `randsmooth.train` builds the optimiser it names
     def set_epoch(self, epoch:int, epochs:int): self.epoch = epoch  # epoch from 1
     def _attach(self, model, device):
         if self.classifier is None:

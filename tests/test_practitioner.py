@@ -148,3 +148,27 @@ def test_units_note_names_pixels_only_for_stored_pixels(tmp_path):
         notes[name] = json.loads((tmp_path/f'{name}.tsv.json').read_text())['units']
     assert 'uint8 pixels' not in notes['f.npz'] and 'stores uint8 pixels' in notes['u.npz'], notes
     assert 'uint8 pixels' not in notes['f.csv'] and 'feature units' in notes['f.csv'], notes
+
+def test_long_example_shows_draws_done_and_time_left(tmp_path):
+    "25-3: an example that runs past DRAWS_BAR_AFTER_S shows a second bar: draws done of n0 + n, and the time left."
+    (tmp_path/'slow_net.py').write_text(
+        "import time, torch\n"
+        "class Slow(torch.nn.Module):\n"
+        "    def __init__(self, num_classes=2, **kwargs):\n"
+        "        super().__init__(); self.lin = torch.nn.Linear(4, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        if len(x) == 10: time.sleep(0.4)   # the draws only: 10 batches of 10, 4 s\n"
+        "        return self.lin(x)\n"
+        "def build(num_classes=2, **kwargs): return Slow(num_classes)\n")
+    import importlib, sys as _sys
+    _sys.path.insert(0, str(tmp_path))
+    try: torch.save(importlib.import_module('slow_net').build().state_dict(), tmp_path/'slow.pth')
+    finally: _sys.path.remove(str(tmp_path))
+    np.savez(tmp_path/'f.npz', x=np.zeros((2, 4), np.float32), y=np.array([0, 1]))
+    env = ENV | {'PYTHONPATH': str(tmp_path)}
+    done = subprocess.run([str(BIN/'rs_certify'), tmp_path/'f.npz', tmp_path/'slow.pth', '0.25', tmp_path/'c.tsv',
+                           '--arch', 'slow_net:build', '--N0', '10', '--N', '90', '--batch', '10',
+                           '--fast', 'False', '--max', '1'], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert 'draws:' in done.stderr and '/100' in done.stderr, done.stderr      # n0 + n = 100 draws
+    assert '<' in done.stderr.split('draws:')[-1], done.stderr                 # tqdm's time left
