@@ -242,7 +242,7 @@ def main(argv=None):
     problems = [f"notebook failed in docs processing: {r['notebook']}" for r in failed]
     try:
         (out/'commands.md').write_text(cli_markdown(cfg))
-        pages.append(dict(page='commands.html', title='Command-line tools', notebook=None))
+        pages.append(dict(page='commands.html', title='Command reference: every --help', notebook=None))
     except Exception as e: problems.append(f'cli page: {e}')
     site = site_settings(cfg)
     for meta in pages: render_page(out/Path(meta['page']).with_suffix('.md'), out/meta['page'], meta, pages, cfg, site)

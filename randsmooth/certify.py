@@ -389,6 +389,16 @@ def check_labels(data, # a Dataset or sequence of (x, label) pairs
     for i, label in items: _label_id(label, f"data[{i}]", num_classes)
 
 # %% ../nbs/07_certify.ipynb #5275b895
+def _fit_message(shape:tuple, num_classes:int, classes)->str:
+    "Why scores of `shape` do not fit `num_classes` classes, and what to do, in one line."
+    if len(shape) != 2 or shape[0] != 1:
+        return (f"the base classifier gives scores of shape {shape} for one input; it must give "
+                f"(1, {num_classes}): one score per class")
+    names = f" ({', '.join(map(str, classes))})" if classes and len(classes) <= 20 else ''
+    return (f"the base classifier gives {shape[1]} class scores but {num_classes} classes are "
+            f"expected{names} (Smooth's num_classes; for a command, the data's): use a model trained "
+            f"on these {num_classes} classes, or data of the model's own {shape[1]}")
+
 def check_fits(smooth:Smooth, # the smoothed classifier
                data, # a Dataset or sequence of (x, label)
                device, # where the base classifier runs
@@ -408,8 +418,7 @@ def check_fits(smooth:Smooth, # the smoothed classifier
                          f"{e}") from e
     shape = tuple(getattr(scores, 'shape', ()))
     if shape != (1, smooth.num_classes):
-        raise ValueError(f"the base classifier gives scores of shape {shape} for one input; "
-                         f"smooth needs (1, {smooth.num_classes})")
+        raise ValueError(_fit_message(shape, smooth.num_classes, getattr(data, 'classes', None)))
 
 # %% ../nbs/07_certify.ipynb #c67438f0
 def images_per_forward(images_per_batch, # 'auto' or a count >= 1

@@ -666,7 +666,10 @@ def _read_safetensors(path:Path)->dict:
 def _load_program(path:Path, fmt:str)->nn.Module:
     "A `torch.export` program or a TorchScript file, as a module (exported programs run as saved)."
     try:
-        if fmt == 'torchscript': return torch.jit.load(str(path), map_location='cpu')
+        if fmt == 'torchscript':
+            with warnings.catch_warnings():   # torch's deprecation notice: noise for a user
+                warnings.filterwarnings('ignore', '.*torch.jit.load', FutureWarning)
+                return torch.jit.load(str(path), map_location='cpu')
         model = torch.export.load(str(path)).module()
     except Exception as e:
         raise ValueError(f"{path}: not a readable {fmt} file ({type(e).__name__}: {e})") from None

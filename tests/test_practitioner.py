@@ -172,3 +172,18 @@ def test_long_example_shows_draws_done_and_time_left(tmp_path):
     assert done.returncode == 0, done.stderr
     assert 'draws:' in done.stderr and '/100' in done.stderr, done.stderr      # n0 + n = 100 draws
     assert '<' in done.stderr.split('draws:')[-1], done.stderr                 # tqdm's time left
+
+def test_class_count_mismatch_names_both_counts(tmp_path):
+    "A model with 10 outputs on a 3-class folder: the message names both counts, the classes and the fix."
+    folder = image_folder(tmp_path/'imgs', classes=('ant', 'bee', 'cow'))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+    torch.jit.save(torch.jit.script(model), str(tmp_path/'m10.pt'))
+    out = tmp_path/'c.tsv'
+    done = rs('rs_certify', folder, tmp_path/'m10.pt', 0.25, out, *SMALL, '--resize', 8, '--crop', 8)
+    assert done.returncode != 0
+    msg = lines(done.stderr)
+    assert len(msg) == 1, done.stderr
+    assert '10 class scores but 3 classes are expected (ant, bee, cow)' in msg[0], msg[0]
+    assert 'trained on these 3 classes' in msg[0]
+    assert not out.exists() and not (tmp_path/'c.tsv.json').exists()
