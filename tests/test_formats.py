@@ -170,7 +170,8 @@ def test_data_format(fmt, folder):
     assert log.idx.tolist() == list(range(0, 30, 3)) and (log.n == 100).all()
     assert set(log.label) <= set(range(10))
     units = json.loads(settings_path(out).read_text())['units']
-    assert units.startswith('[0, 1] pixels') if fmt == 'image_folder' else f'stored in {source}' in units
+    expected = {'image_folder': '[0, 1] pixels as fed', 'csv': f'the columns of {source} as stored'}
+    assert expected.get(fmt, f'stored in {source}') in units, units
     assert 'certified accuracy' in analyze([out]).lower()
 
 def test_label_space(folder):
