@@ -19,6 +19,8 @@ from .cli import atomic_write, ensure_folder, tsv_line
 from .theory import check_alpha, check_count, check_positive
 from .stats import min_samples_to_certify, min_samples_to_predict
 from .smooth import Smooth, example_generator
+from .smooth import check_sampling_contract, SamplingContractError
+from .data import check_class_names
 from .train import distributed_env, resolve_device
 
 # %% auto #0
@@ -367,8 +369,6 @@ def _example(data, i:int, num_classes:int):
 # %% ../nbs/07_certify.ipynb #c0a10028
 def _coupled(smooth:Smooth, xs:torch.Tensor):
     "Raise the sampling contract's error if `smooth`'s classifier couples a batch; else nothing"
-    try: from randsmooth.smooth import check_sampling_contract, SamplingContractError
-    except ImportError: return          # an older randsmooth.smooth: no contract check to ask
     try:
         check_sampling_contract(smooth.base_classifier, xs, eval_mode=smooth.eval_mode,
                                 sigma=smooth.sigma, amp=smooth.amp, num_classes=smooth.num_classes)
@@ -589,21 +589,11 @@ def _draw_progress(f, # the base classifier sampled
 
 
 # %% ../nbs/07_certify.ipynb #67d00cbe
-def _check_class_names(model_classes:list, data_classes:list):
-    "Refuse a classifier's class names that are not the data's (`data.check_class_names`)"
-    try: from randsmooth.data import check_class_names
-    except ImportError:      # an older randsmooth.data: the same check, without a class map
-        if list(model_classes) != list(data_classes):
-            raise ValueError(f"the classifier's classes {list(model_classes)} are not the data's "
-                             f"{list(data_classes)}") from None
-        return
-    check_class_names(model_classes, data_classes)
-
 def _class_names(data, f) -> list|None:
     "The class names in id order: the data's (`classes`), else the classifier's; None when unknown"
     data_names, model_names = getattr(data, 'classes', None), getattr(f, 'classes', None)
     if data_names is not None and model_names is not None:
-        _check_class_names([str(c) for c in model_names], [str(c) for c in data_names])
+        check_class_names([str(c) for c in model_names], [str(c) for c in data_names])
     names = data_names if data_names is not None else model_names
     return None if names is None else [str(c) for c in names]
 
@@ -879,8 +869,7 @@ def _warnings_as_lines(prog:str, caught):
 # %% ../nbs/07_certify.ipynb #7a3049a8
 def _fixed_batch(model, prog:str, s, example):
     "`model`, or `FixedBatch(model)` with a note when it was exported with a fixed batch size"
-    try: from randsmooth.models import fixed_batch_size
-    except ImportError: return model     # an older randsmooth.models: nothing to detect it with
+    from randsmooth.models import fixed_batch_size   # the models module: loaded by the command
     size = fixed_batch_size(model, example)
     if size is None: return model
     if distributed_env()[0] == 0:
@@ -896,7 +885,7 @@ def _command_inputs(s, # `CertifySettings` or `PredictSettings`, checked
                    ) -> tuple: # (smooth, data, device, about)
     "Load the data and the model of a command's run and describe them for the settings file"
     from randsmooth.cli import parse_class_map
-    from randsmooth.data import load_dataset, check_class_names
+    from randsmooth.data import load_dataset
     from randsmooth.models import load_model, file_sha256, warn_sigma_mismatch, read_meta
     if s.threads: torch.set_num_threads(s.threads)
     check_outfile(s.outfile)
@@ -982,8 +971,7 @@ def command_fast_path(smooth:Smooth, # the smoothed classifier of the model as l
     f = smooth.base_classifier
     if not fast: return smooth, dict(fast=False, why='fast=False')
     if isinstance(f, FixedBatch): return smooth, dict(fast=False, why='a fixed-batch model')
-    try: from randsmooth.fast import command_model
-    except ImportError: return smooth, dict(fast=False, why='no randsmooth.fast.command_model')
+    from randsmooth.fast import command_model        # torch.fx: loaded only when a command runs
     b = min(batch_size, draws)
     try:
         with warnings.catch_warnings(record=True) as caught:   # recorded, not printed raw
@@ -1016,7 +1004,7 @@ def _sampled(prog:str, s, smooth, data, device, examples:int, draws_each:int) ->
     try: example = torch.as_tensor(data[0][0]).to(device)
     except Exception: return smooth, {}, None     # data that does not fit: check_fits says why
     smooth, what = command_fast_path(smooth, example, max(1, examples * draws_each), s.batch,
-                                     getattr(s, 'fast', True))
+                                     s.fast)
     return smooth, dict(fast=what), None if s.quiet else _fast_line(prog, s, what)
 
 # %% ../nbs/07_certify.ipynb #64401fc2
