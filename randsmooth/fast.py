@@ -12,6 +12,7 @@ from torch import nn
 import torch.fx
 from .theory import check_count, check_positive
 from .smooth import example_generator
+from .cli import atomic_write
 
 # %% auto #0
 __all__ = ['relu_in_place', 'fold_batch_norm', 'inference_copy', 'compile_pays', 'command_model', 'bf16_speed_note',
@@ -246,11 +247,7 @@ def _remember(key:str, times:dict):
     "Keep `times` under `key` (written atomically; a failure to write only loses the memory)."
     path = _measurements_file()
     if path is None: return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**_measurements(), key: times}))
-        os.replace(tmp, path)
+    try: atomic_write(path, json.dumps({**_measurements(), key: times}))
     except OSError: pass
 
 def _measurement_key(model:nn.Module, z:torch.Tensor, amp)->str:
