@@ -78,7 +78,7 @@ def localise_links(md, page, cfg):
     # nbdev links every name of its index, private ones too, but API entries exist only for public names.
     md = re.sub(r'\[(`_\w[\w.]*`)\]\([^)\s]*#_[^)\s]*\)', r'\1', md)
     # Links to notebooks, as Quarto resolves them: `](00_theory.ipynb#x)` -> `](theory.html#x)`
-    return re.sub(r'\]\((?:nbs/)?(?:\d+[_-])?([\w-]+)\.ipynb(#[^)]*)?\)', lambda m: f'](' + prefix + m.group(1) + '.html' + (m.group(2) or '') + ')', md)
+    return re.sub(r'\]\((?:nbs/)?(?:\d+[a-zA-Z0-9]*[_-])?([\w-]+)\.ipynb(#[^)]*)?\)', lambda m: f'](' + prefix + m.group(1) + '.html' + (m.group(2) or '') + ')', md)
 
 
 def tidy_signatures(md):

@@ -111,7 +111,7 @@ def nb_to_markdown(nb, image_writer=None, text_only=False):
 def page_name(nb_path, nbs_path):
     "Quarto's output name: numeric prefix dropped, `.html` suffix, sub-folders kept."
     rel = Path(nb_path).relative_to(nbs_path)
-    return str(rel.with_name(re.sub(r'^\d+[_-]', '', rel.stem) + '.html'))
+    return str(rel.with_name(re.sub(r'^\d+[a-zA-Z0-9]*[_-]', '', rel.stem) + '.html'))
 
 
 # `Smooth`'s methods append an "Arguments:" block of their docments to `__doc__` for `help()`; in an API

@@ -21,7 +21,7 @@ def render_readme():
     nb = read_nb(path)
     md = nb_to_markdown(nb, text_only=True)
     # links to notebooks are relative to nbs/ in the notebook (as Quarto resolves them), to the repo root here
-    return re.sub(r'\]\((\d+[_-][\w-]+\.ipynb(?:#[^)]*)?)\)', r'](nbs/\1)', md)
+    return re.sub(r'\]\((\d+[a-zA-Z0-9]*[_-][\w-]+\.ipynb(?:#[^)]*)?)\)', r'](nbs/\1)', md)
 
 
 def main(argv):

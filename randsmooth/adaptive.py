@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from scipy.stats import norm
-from .theory import check_alpha, check_count, check_positive
+from .checks import check_alpha, check_count, check_positive
 from .stats import lower_confidence_bound, upper_confidence_bound, max_certifiable_radius
 from .smooth import Smooth, example_generator
 

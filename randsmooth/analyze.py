@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 from .theory import certified_radius, lecuyer_radius, li_radius
-from .theory import check_alpha, check_count, check_positive
+from .checks import check_alpha, check_count, check_positive
 from .stats import lower_confidence_bound, certified_accuracy_lower_bound
 from .stats import max_certifiable_radius
 from .smooth import certificate_from_counts
 from .adaptive import look_schedule, alpha_spending
-from .cli import atomic_writer
+from .files import atomic_writer
 from .cli import rs_analyze   # the command lives in randsmooth.cli; importable here too
 
 # %% auto #0
@@ -958,7 +958,7 @@ def analyze(logs:list, # paths of Certify logs or of Predict logs
             allow_mixed:bool=False, # allow logs certified with different N or alpha in one table
            )->str: # the report
     "The report that `rs_analyze` prints."
-    from randsmooth.cli import AnalyzeSettings
+    from randsmooth.settings import AnalyzeSettings
     if isinstance(logs, (str, Path)): logs = [logs]
     radii = None if radii is None else check_radii(radii).reshape(-1).tolist()
     plot = None if plot is None else str(plot)

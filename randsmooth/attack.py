@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from .theory import check_count, check_positive, check_alpha
+from .checks import check_count, check_positive, check_alpha
+from .runtime import model_device
 
 # %% auto #0
 __all__ = ['ATTACK_STREAM', 'PREDICT_STREAM', 'check_bounds', 'check_inputs', 'check_labels', 'check_eps', 'check_scales',
-           'flat_norms', 'normalize_l2', 'project_l2', 'clamp_to_bounds', 'evaluating', 'model_scores', 'model_device',
-           'deepfool_step', 'deepfool', 'robust_accuracy_curve', 'as_examples', 'deepfool_results', 'check_generators',
-           'draw_noise', 'noisy_loss_grad', 'pgd_step_size', 'AttackSettings', 'smooth_pgd_attack', 'stream_seed',
-           'stream_generator', 'check_indices', 'predict_attacked', 'attack_and_predict', 'certify_examples',
-           'attack_certified', 'flip_rates', 'smoothed_attack_results', 'attacked_accuracy',
-           'empirical_robust_accuracy']
+           'flat_norms', 'normalize_l2', 'project_l2', 'clamp_to_bounds', 'evaluating', 'model_scores', 'deepfool_step',
+           'deepfool', 'robust_accuracy_curve', 'as_examples', 'deepfool_results', 'check_generators', 'draw_noise',
+           'noisy_loss_grad', 'pgd_step_size', 'AttackSettings', 'smooth_pgd_attack', 'stream_seed', 'stream_generator',
+           'check_indices', 'predict_attacked', 'attack_and_predict', 'certify_examples', 'attack_certified',
+           'flip_rates', 'smoothed_attack_results', 'attacked_accuracy', 'empirical_robust_accuracy']
 
 # %% ../nbs/10_attack.ipynb #4f55d00e
 def check_bounds(bounds, # a pair (low, high), or None for no box constraint
@@ -167,15 +167,6 @@ def _check_scores(out, x, name):
         raise ValueError(f"the model must return scores of shape [batch, num_classes >= 2]; "
                          f"for {name} of shape {tuple(x.shape)} it returned {got}")
     return out
-
-# %% ../nbs/10_attack.ipynb #c5f70005
-def model_device(model, # a torch.nn.Module, or any callable
-                 default='cpu', # the answer for a model without parameters or buffers
-                )->torch.device:
-    "The device of the model's first parameter or buffer (`default` if it has none)."
-    if isinstance(model, torch.nn.Module):
-        for t in list(model.parameters()) + list(model.buffers()): return t.device
-    return torch.device(default)
 
 # %% ../nbs/10_attack.ipynb #c0e3b49f
 def deepfool_step(scores:torch.Tensor, # [b, classes] scores of x (computed with grad enabled)

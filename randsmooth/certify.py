@@ -15,13 +15,14 @@ from fastcore.basics import patch
 from tqdm import tqdm
 
 import randsmooth
-from .cli import atomic_write, ensure_folder, tsv_line
-from .theory import check_alpha, check_count, check_positive
+from .files import atomic_write, ensure_folder, tsv_line
+from .checks import check_alpha, check_count, check_positive
 from .stats import min_samples_to_certify, min_samples_to_predict
 from .smooth import Smooth, example_generator
 from .smooth import check_sampling_contract, SamplingContractError
 from .data import check_class_names
-from .train import distributed_env, resolve_device
+from .runtime import distributed_env, resolve_device
+from .runtime import process_group
 
 # %% auto #0
 __all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'RESULT_SETTINGS', 'PYTHON_NAMES', 'PROBE_SEED', 'PROBE_SIZE', 'IDENTITY',
@@ -29,7 +30,7 @@ __all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'RESULT_SETTINGS', 'PYTHON_NAME
            'predict_row', 'select_indices', 'shard_indices', 'read_log_rows', 'appending_log', 'part_path',
            'part_paths', 'merge_logs', 'settings_path', 'check_resumable', 'model_fingerprint', 'probe_inputs',
            'output_fingerprint', 'classifier_identity', 'check_outfile', 'check_labels', 'check_fits',
-           'images_per_forward', 'process_group', 'Procedure', 'at_radius_row_result', 'run_dataset', 'certify_dataset',
+           'images_per_forward', 'Procedure', 'at_radius_row_result', 'run_dataset', 'certify_dataset',
            'predict_dataset', 'radius_units', 'FixedBatch', 'command_fast_path', 'certify_command', 'predict_command']
 
 # %% ../nbs/07_certify.ipynb #a9492b81
@@ -432,17 +433,6 @@ def images_per_forward(images_per_batch, # 'auto' or a count >= 1
         raise TypeError(f"images_per_batch must be 'auto' or an integer >= 1, "
                         f"got {images_per_batch!r}") from None
     return check_count(k, 'images_per_batch', minimum=1)
-
-# %% ../nbs/07_certify.ipynb #f086136d
-@contextmanager
-def process_group(world_size:int, # the number of processes; 1: no group, the barrier does nothing
-                 ):
-    "Join torchrun's process group (gloo, unless one exists) for the duration; yields a barrier"
-    created = world_size > 1 and not dist.is_initialized()
-    if created: dist.init_process_group('gloo', timeout=timedelta(days=7))
-    try: yield (dist.barrier if world_size > 1 else lambda: None)
-    finally:
-        if created: dist.destroy_process_group()
 
 # %% ../nbs/07_certify.ipynb #d9570e99
 _COLUMNS = dict(certify=CERTIFY_COLUMNS, predict=PREDICT_COLUMNS)
@@ -884,7 +874,7 @@ def _command_inputs(s, # `CertifySettings` or `PredictSettings`, checked
                     prog:str='rs_certify', # the command, for notes
                    ) -> tuple: # (smooth, data, device, about)
     "Load the data and the model of a command's run and describe them for the settings file"
-    from randsmooth.cli import parse_class_map
+    from randsmooth.settings import parse_class_map
     from randsmooth.data import load_dataset
     from randsmooth.models import load_model, file_sha256, warn_sigma_mismatch, read_meta
     if s.threads: torch.set_num_threads(s.threads)

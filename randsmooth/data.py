@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from .theory import check_count, check_positive
+from .checks import check_count, check_positive
 
 # %% auto #0
 __all__ = ['DATASETS', 'DATA_ENV', 'IMAGENET_ENV', 'DEFAULT_DATA_DIR', 'DIGITS_TEST_FRACTION', 'DIGITS_SPLIT_SEED',

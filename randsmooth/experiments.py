@@ -10,14 +10,16 @@ from pathlib import Path
 import torch
 import numpy as np
 import pandas as pd
+from .runtime import torch_threads
 
 # %% auto #0
-__all__ = ['DEMO_TRAINING', 'DEMO_RADII', 'torch_threads', 'train_base', 'certify_test_set', 'train_and_certify',
-           'write_demo_report', 'demo']
+__all__ = ['DEMO_TRAINING', 'DEMO_RADII', 'train_base', 'certify_test_set', 'train_and_certify', 'write_demo_report', 'demo']
 
 # %% ../nbs/13_experiments.ipynb #4baf2601
-from .theory import check_count, check_positive
-from .cli import DemoSettings, atomic_write, rs_demo
+from .checks import check_count, check_positive
+from .cli import rs_demo
+from .settings import DemoSettings
+from .files import atomic_write
 from .data import dataset_info, get_dataset
 from .models import DEFAULT_ARCHITECTURE, load_checkpoint
 from .smooth import Smooth
@@ -25,16 +27,6 @@ from .train import train
 from .certify import certify_dataset
 from .analyze import (read_log, certified_accuracy_table, summary_table, to_markdown,
                                 plot_certified_accuracy, check_radii)
-
-# %% ../nbs/13_experiments.ipynb #4b6eb990
-@contextmanager
-def torch_threads(n:int, # intra-op threads for torch inside the block
-                 ):
-    "Run the block with `n` torch threads, then restore the previous number."
-    n, before = check_count(n, 'threads'), torch.get_num_threads()
-    torch.set_num_threads(n)
-    try: yield
-    finally: torch.set_num_threads(before)
 
 # %% ../nbs/13_experiments.ipynb #d70e0629
 DEMO_TRAINING = dict(batch=64, lr=0.1)

@@ -10,9 +10,9 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 import torch.fx
-from .theory import check_count, check_positive
+from .checks import check_count, check_positive
 from .smooth import example_generator
-from .cli import atomic_write
+from .files import atomic_write
 
 # %% auto #0
 __all__ = ['relu_in_place', 'fold_batch_norm', 'inference_copy', 'compile_pays', 'command_model', 'bf16_speed_note',

@@ -11,7 +11,7 @@ from torch import nn
 from scipy.optimize import brentq
 from scipy.stats import binom, norm
 from fastcore.basics import patch
-from .theory import check_alpha, check_positive
+from .checks import check_alpha, check_positive
 from .models import NormalizeLayer
 
 # %% auto #0

@@ -639,7 +639,7 @@ def export_denoised(denoiser_checkpoint:str|Path, # the checkpoint `rs_train --m
                     input_shape:tuple, # one input's shape, e.g. (1, 8, 8)
                    )->Path:
     "Write f ∘ D as one TorchScript file for `rs_certify`; refuse what cannot be traced faithfully."
-    from randsmooth.cli import atomic_writer
+    from randsmooth.files import atomic_writer
     model = denoised_classifier(denoiser_checkpoint, classifier)
     how = ("; certify f∘D in memory instead: Smooth(denoised_classifier(denoiser_checkpoint, "
            "classifier), ...)")

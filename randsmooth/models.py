@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from torch import nn
 import randsmooth
-from .theory import check_positive
+from .checks import check_positive
 from .data import DATASETS, DatasetInfo, check_dataset, dataset_info
-from .cli import atomic_writer
+from .files import atomic_writer
 from fastcore.basics import patch
 
 # %% auto #0

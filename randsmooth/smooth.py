@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from fastcore.docments import docments
-from .theory import check_alpha, check_count, check_positive, certified_radius
+from .checks import check_alpha, check_count, check_positive
+from .theory import certified_radius
 from .stats import lower_confidence_bound, upper_confidence_bound, predict_pvalue
 from .stats import min_samples_to_predict, min_samples_to_certify
 

@@ -9,8 +9,8 @@ __all__ = ['lower_confidence_bound', 'upper_confidence_bound', 'predict_pvalue',
 # %% ../nbs/01_stats.ipynb #90dc68c0
 import numpy as np
 from scipy.stats import beta, binom, norm
-from .theory import check_probability, check_positive, check_alpha
-from .theory import check_count, check_counts
+from .checks import check_probability, check_positive, check_alpha
+from .checks import check_count, check_counts
 from .theory import _as_output
 
 # %% ../nbs/01_stats.ipynb #b106c4f7

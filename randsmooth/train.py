@@ -16,17 +16,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .cli import TrainSettings, atomic_write, ensure_folder, tsv_line
+from .settings import TrainSettings
+from .files import atomic_write, ensure_folder, tsv_line
 from .data import DATASETS, TensorPairs, dataset_info, get_dataset, load_dataset
 from .models import check_arch, get_architecture, save_checkpoint, load_checkpoint
+from .runtime import resolve_device, resolve_amp, resolve_channels_last, distributed_env, init_distributed, all_reduce_sum
 
 # %% auto #0
-__all__ = ['AMP_MODES', 'LOG_COLUMNS', 'CHECKPOINT_NAME', 'LOG_NAME', 'SETTINGS_NAME', 'RECIPE', 'BEFORE_METHODS',
-           'DEFAULT_EPOCHS', 'OPTIMIZERS', 'add_noise', 'GaussianObjective', 'make_objective', 'objective_options',
-           'resolve_device', 'resolve_amp', 'resolve_channels_last', 'train_step', 'eval_step', 'epoch_seed',
-           'EpochBatchSampler', 'distributed_env', 'init_distributed', 'all_reduce_sum', 'IndexedDataset',
-           'default_workers', 'make_loader', 'run_epoch', 'write_log', 'append_log', 'read_train_log',
-           'check_same_recipe', 'default_epochs', 'make_optimizer', 'train']
+__all__ = ['LOG_COLUMNS', 'CHECKPOINT_NAME', 'LOG_NAME', 'SETTINGS_NAME', 'RECIPE', 'BEFORE_METHODS', 'DEFAULT_EPOCHS',
+           'OPTIMIZERS', 'add_noise', 'GaussianObjective', 'make_objective', 'objective_options', 'train_step',
+           'eval_step', 'epoch_seed', 'EpochBatchSampler', 'IndexedDataset', 'default_workers', 'make_loader',
+           'run_epoch', 'write_log', 'append_log', 'read_train_log', 'check_same_recipe', 'default_epochs',
+           'make_optimizer', 'train']
 
 # %% ../nbs/05_train.ipynb #8c62a713
 def add_noise(x:torch.Tensor, # a batch of inputs, on any device
@@ -78,50 +79,6 @@ def objective_options(objective, # as made by `make_objective`
     if not isinstance(opts, dict):
         opts = given if isinstance(given, dict) else ({'options': given} if given else {})
     return {str(k): _plain(v) for k, v in opts.items()}
-
-# %% ../nbs/05_train.ipynb #b6826d2d
-def resolve_device(device:str|torch.device='auto', # 'auto', or a device: 'cpu', 'cuda', 'cuda:1'...
-                  )->torch.device:
-    "The device to train on; 'auto': this process's GPU (`cuda:LOCAL_RANK`), else the CPU."
-    if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    try: device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto' or a torch device such as 'cpu' or 'cuda:0', "
-                         f"got {device!r}") from None
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise ValueError(f"device: {device} was asked for but CUDA is not available; use 'cpu'")
-        if device.index is None: device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
-    return device
-
-# %% ../nbs/05_train.ipynb #b6826d2e
-AMP_MODES = ('auto', 'bf16', 'fp16', 'off')
-
-def resolve_amp(amp:str, # one of `AMP_MODES`: 'auto', 'bf16', 'fp16' or 'off'
-                device:torch.device, # the device it will run on
-               )->torch.dtype|None: # the autocast dtype, or None for full float32
-    "The autocast dtype for `amp` on `device`; 'auto': bf16 or fp16 on GPUs, none on the CPU."
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
-    if amp == 'auto':
-        if device.type != 'cuda': return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
-
-# %% ../nbs/05_train.ipynb #b6826d2f
-def resolve_channels_last(channels_last:str|bool, # 'auto', True/'on' or False/'off'
-                          device:torch.device, # the device it will run on
-                          input_shape:tuple, # shape of one input, e.g. (3, 32, 32)
-                         )->bool:
-    "Whether to use the channels-last layout: 'auto' means for image inputs (C, H, W) on a GPU."
-    choices = {'auto': None, 'on': True, 'off': False, True: True, False: False}
-    if not isinstance(channels_last, (str, bool)) or channels_last not in choices:
-        raise ValueError(f"channels_last must be 'auto', 'on', 'off', True or False, "
-                         f"got {channels_last!r}")
-    is_image, wanted = len(input_shape) == 3, choices[channels_last]
-    if wanted and not is_image:
-        raise ValueError(f"channels_last: needs image inputs (C, H, W), got {tuple(input_shape)}")
-    return (device.type == 'cuda' and is_image) if wanted is None else wanted
 
 # %% ../nbs/05_train.ipynb #8b5e6173
 def train_step(model:torch.nn.Module, # the classifier (its first layer normalises), in train mode
@@ -204,34 +161,6 @@ def global_batches(self:EpochBatchSampler)->list:
 def __iter__(self:EpochBatchSampler):
     for batch in self.global_batches():
         yield torch.tensor_split(batch, self.world_size)[self.rank].tolist()
-
-# %% ../nbs/05_train.ipynb #6a324ac2
-def distributed_env()->tuple: # (rank, world_size, local_rank)
-    "This process's rank, the number of processes, its rank on this machine (0, 1, 0 alone)."
-    local = int(os.environ.get('LOCAL_RANK', 0))
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), local
-    return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), local
-
-# %% ../nbs/05_train.ipynb #6a32c2s1
-def init_distributed(device:torch.device, # this process's device: GPU means nccl, CPU gloo
-                    )->bool: # True if this call created the process group (the caller destroys it)
-    "Join the process group that torchrun's environment describes; nothing for a single process."
-    _, world_size, _ = distributed_env()
-    if world_size == 1 or dist.is_initialized(): return False
-    if device.type == 'cuda': torch.cuda.set_device(device)
-    dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
-    return True
-
-# %% ../nbs/05_train.ipynb #6a324ac4
-def all_reduce_sum(t:torch.Tensor, # a tensor, the same shape on every process
-                   device:torch.device, # where the backend wants it (nccl: the GPU)
-                  )->torch.Tensor: # the elementwise sum over all processes, on `t`'s device
-    "Sum `t` over all processes (itself when there is only one)."
-    if not (dist.is_available() and dist.is_initialized()): return t
-    total = t.to(device)
-    dist.all_reduce(total)
-    return total.to(t.device)
 
 # %% ../nbs/05_train.ipynb #f15b64a7
 class IndexedDataset(Dataset):

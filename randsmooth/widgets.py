@@ -16,8 +16,8 @@ __all__ = ['N_CHOICES', 'figure_png', 'check_pA_pB', 'RadiusExplorer', 'availabl
            'LiveCertification']
 
 # %% ../nbs/14_widgets.ipynb #59840f47
-from .theory import (certified_radius, lecuyer_radius, li_radius, check_probability,
-                               check_positive, check_alpha, check_count)
+from .theory import certified_radius, lecuyer_radius, li_radius
+from .checks import check_probability, check_positive, check_alpha, check_count
 from .data import DATASETS, dataset_info, get_dataset
 from .smooth import Smooth, example_generator
 
