@@ -12,13 +12,14 @@ import torch
 from scipy.stats import norm
 from .checks import check_alpha, check_count, check_positive
 from .stats import lower_confidence_bound, upper_confidence_bound, max_certifiable_radius
-from .smooth import Smooth, example_generator
+from fastcore.basics import patch
+from .smooth import Smooth, example_generator, _with_arg_docs
 
 # %% auto #0
-__all__ = ['look_schedule', 'alpha_spending', 'Look', 'sequential_looks', 'SequentialDecision', 'sequential_test_at_radius',
-           'binomial_draws', 'decision_rates', 'check_radius_certifiable', 'RadiusCertificate', 'certify_at_radius',
-           'sequential_certify', 'radius_overstatement_rate', 'AdaptiveCertificate', 'certify_adaptive',
-           'compare_with_certify', 'tradeoff_table']
+__all__ = ['look_schedule', 'LookSchedule', 'alpha_spending', 'Look', 'sequential_looks', 'SequentialDecision',
+           'sequential_test_at_radius', 'binomial_draws', 'decision_rates', 'check_radius_certifiable',
+           'RadiusCertificate', 'certify_at_radius', 'sequential_certify', 'radius_overstatement_rate',
+           'AdaptiveCertificate', 'certify_adaptive', 'compare_with_certify', 'tradeoff_table']
 
 # %% ../nbs/12_adaptive.ipynb #169e000e
 def look_schedule(n:int, # the budget: the last look is at exactly this many draws
@@ -36,7 +37,31 @@ def look_schedule(n:int, # the budget: the last look is at exactly this many dra
     return looks + [n]
 
 # %% ../nbs/12_adaptive.ipynb #54c97d6f
-from .smooth import LookSchedule  # defined with `Smooth`, whose methods take it
+@dataclass(frozen=True)
+class LookSchedule:
+    "When a sequential test looks: at `n_first` draws, then `growth` times as many at each look."
+    n_first:int=100   # estimation draws at the first look (an integer >= 1)
+    growth:float=2.0  # each look has `growth` times the draws of the one before (a number > 1)
+    def __post_init__(self):
+        self.check()
+        object.__setattr__(self, 'n_first', int(self.n_first))
+        object.__setattr__(self, 'growth', float(self.growth))
+
+    def check(self)->LookSchedule:
+        "`self`; an error naming the field unless `n_first` >= 1 and `growth` > 1."
+        check_count(self.n_first, 'n_first')
+        g = self.growth
+        number = isinstance(g, (int, float, np.integer, np.floating))
+        if isinstance(g, (bool, np.bool_)) or not number:
+            raise TypeError(f"growth must be a number > 1, got {g!r}")
+        if not (np.isfinite(g) and g > 1):
+            raise ValueError(f"growth must be a number > 1, got {g!r}")
+        return self
+
+    def looks(self, n:int, # the budget of draws
+             )->list: # cumulative draws at each look, ending at `n`
+        "The looks of this schedule for a budget of `n` draws (see `look_schedule`)."
+        return look_schedule(n, self.n_first, self.growth)
 
 # %% ../nbs/12_adaptive.ipynb #91094690
 def _check_schedule(schedule)->LookSchedule:
@@ -253,6 +278,25 @@ def certify_at_radius(smooth:Smooth, # the smoothed classifier
     return RadiusCertificate(prediction, certified, d.decision, float(radius), n0, d.n, d.nA,
                              draw.nB(d.n), d.pA_lower, d.looks, time.perf_counter() - start)
 
+# %% ../nbs/12_adaptive.ipynb #cd3cf14e
+@patch
+@_with_arg_docs
+def certify_at_radius(self:Smooth,
+                      x, # one example, of any shape
+                      radius:float, # the radius to certify at (units of x)
+                      n0:int, # selection draws
+                      n:int, # the most estimation draws to spend
+                      alpha:float, # probability of certifying falsely
+                      batch_size:int, # draws per forward pass
+                      generator:torch.Generator|None=None, # on x.device (or None)
+                      *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
+                      schedule:LookSchedule|None=None, # when to look; None: `LookSchedule()`
+                     ):
+    "Whether $g$ is constant within `radius`, stopping early (`randsmooth.adaptive`)."
+    # `certify_at_radius` below is still the function above: @patch leaves the module's name alone
+    return certify_at_radius(self, x, radius, n0, n, alpha, batch_size, generator, seed=seed,
+                             schedule=schedule)
+
 # %% ../nbs/12_adaptive.ipynb #a7c2c5bd
 def _radius(lower:float, sigma:float)->float:
     "The radius a lower bound on $p_A$ certifies: $\\sigma\\Phi^{-1}$(lower), or 0 up to 1/2."
@@ -357,6 +401,25 @@ def certify_adaptive(smooth:Smooth, # the smoothed classifier
     prediction = draw.cA if d.radius > 0 else Smooth.ABSTAIN
     return AdaptiveCertificate(prediction, d.radius, n0, d.n, d.nA, draw.nB(d.n), d.pA_lower,
                                d.decision, d.look, d.looks, d.drawn, time.perf_counter() - start)
+
+# %% ../nbs/12_adaptive.ipynb #a399daef
+@patch
+@_with_arg_docs
+def certify_adaptive(self:Smooth,
+                     x, # one example, of any shape
+                     n0:int, # selection draws
+                     n:int, # the most estimation draws to spend
+                     alpha:float, # failure probability of the certificate
+                     batch_size:int, # draws per forward pass
+                     tolerance:float|None=None, # stop when within this of the best reachable
+                     generator:torch.Generator|None=None, # on x.device (or None)
+                     *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
+                     schedule:LookSchedule|None=None, # when to look; None: `LookSchedule()`
+                    ):
+    "CERTIFY with as few draws as the radius needs (`randsmooth.adaptive`)."
+    # `certify_adaptive` below is still the function above: @patch leaves the module's name alone
+    return certify_adaptive(self, x, n0, n, alpha, batch_size, tolerance, generator, seed=seed,
+                            schedule=schedule)
 
 # %% ../nbs/12_adaptive.ipynb #4aaf48a4
 def _run_each(xs, seed, method):

@@ -4,19 +4,21 @@
 
 # %% ../nbs/10_attack.ipynb #d88005db
 from __future__ import annotations
-import math, numbers, contextlib
+import math, numbers
 from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from .checks import check_count, check_positive, check_alpha
-from .runtime import model_device
+from .runtime import eval_mode, model_device
+from .smooth import example_generator
+from .stats import upper_confidence_bound
 
 # %% auto #0
 __all__ = ['ATTACK_STREAM', 'PREDICT_STREAM', 'check_bounds', 'check_inputs', 'check_labels', 'check_eps', 'check_scales',
-           'flat_norms', 'normalize_l2', 'project_l2', 'clamp_to_bounds', 'evaluating', 'model_scores', 'deepfool_step',
-           'deepfool', 'robust_accuracy_curve', 'as_examples', 'deepfool_results', 'check_generators', 'draw_noise',
+           'flat_norms', 'normalize_l2', 'project_l2', 'clamp_to_bounds', 'model_scores', 'deepfool_step', 'deepfool',
+           'robust_accuracy_curve', 'as_examples', 'deepfool_results', 'check_generators', 'draw_noise',
            'noisy_loss_grad', 'pgd_step_size', 'AttackSettings', 'smooth_pgd_attack', 'stream_seed', 'stream_generator',
            'check_indices', 'predict_attacked', 'attack_and_predict', 'certify_examples', 'attack_certified',
            'flip_rates', 'smoothed_attack_results', 'attacked_accuracy', 'empirical_robust_accuracy']
@@ -137,16 +139,6 @@ def clamp_to_bounds(x:torch.Tensor, # a batch
     "`x` clamped into the box `bounds` (unchanged when `bounds` is None)."
     return x if bounds is None else x.clamp(*bounds)
 
-# %% ../nbs/10_attack.ipynb #5f700dd9
-@contextlib.contextmanager
-def evaluating(model, # a torch.nn.Module (any other callable is left alone)
-              ):
-    "Inside the block `model` is in eval mode; its previous mode is restored after."
-    if not isinstance(model, torch.nn.Module): yield model; return
-    was_training = model.training
-    try: yield model.eval()
-    finally: model.train(was_training)
-
 # %% ../nbs/10_attack.ipynb #c5f70003
 def model_scores(model:torch.nn.Module, # maps a batch to class scores
                  x:torch.Tensor, # a batch of inputs
@@ -199,7 +191,7 @@ def deepfool(model:torch.nn.Module, # base classifier: a batch in `bounds` -> cl
     overshoot = check_eps(overshoot, 1, name='overshoot')
     if num_classes is not None: num_classes = check_count(num_classes, 'num_classes', minimum=2)
     x = x.detach()
-    with evaluating(model):
+    with eval_mode(model):
         with torch.no_grad(): scores = model_scores(model, x)
         candidates = scores.argsort(1, descending=True)[:, :num_classes or scores.shape[1]]
         x_adv, flipped = _deepfool_loop(model, x, candidates, overshoot, max_iter, bounds)
@@ -281,7 +273,7 @@ def deepfool_results(model:torch.nn.Module, # base classifier (inputs in `bounds
     device, preds, norms = model_device(model, xs.device), [], []
     for s in range(0, len(xs), batch_size):
         x = xs[s:s + batch_size].to(device)
-        with evaluating(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             preds.append(model_scores(model, x, name='xs').argmax(1).cpu())
         norms.append(deepfool(model, x, bounds=bounds, **kwargs)[1].cpu())
     pred = torch.cat(preds)
@@ -385,7 +377,7 @@ def smooth_pgd_attack(model:torch.nn.Module, # base classifier f of the smoothed
     if isinstance(eps, torch.Tensor): eps = eps.to(x.device)
     step = torch.as_tensor(pgd_step_size(eps, a.steps, a.step_size), dtype=x.dtype, device=x.device)
     generator, x = check_generators(generator, len(x)), x.detach()
-    with evaluating(model):
+    with eval_mode(model):
         with torch.no_grad(): num_classes = model_scores(model, x[:1]).shape[1]
         y, delta = check_labels(y, x, num_classes), torch.zeros_like(x)
         for _ in range(a.steps):
@@ -414,7 +406,6 @@ def stream_generator(seed:int, # the run's seed
                      device='cpu', # where the noise is drawn
                     )->torch.Generator:
     "Example `index`'s generator for `stream`: `example_generator` at the stream's derived seed."
-    from randsmooth.smooth import example_generator
     return example_generator(stream_seed(seed, stream), index, device)
 
 # %% ../nbs/10_attack.ipynb #a46c7503
@@ -489,7 +480,6 @@ def certify_examples(smooth, # a randsmooth.smooth.Smooth
                      seed:int, # the run's seed
                     ): # (predictions, radii) as arrays
     "CERTIFY each example with `example_generator(seed, index)`, as a `certify_dataset` run would."
-    from randsmooth.smooth import example_generator
     certs = []
     for g in _example_groups(len(xs), n, batch_size):
         gens = [example_generator(seed, int(i), xs.device) for i in indices[g]]
@@ -536,7 +526,6 @@ def flip_rates(results:pd.DataFrame, # the output of `attack_certified`
                alpha:float=0.05, # the flip rate's upper bound holds with probability >= 1 - alpha
               )->pd.DataFrame: # one row per factor
     "Per factor: attacked examples, flips, abstentions, flip rate and its upper confidence bound."
-    from randsmooth.stats import upper_confidence_bound
     alpha = check_alpha(alpha)
     missing = {'factor', 'certified', 'flipped', 'abstained'} - set(results.columns)
     if missing:

@@ -4,70 +4,42 @@
 
 # %% ../nbs/07_certify.ipynb #d16a0c60
 from __future__ import annotations
-import dataclasses, glob, hashlib, inspect, json, math, os, re, sys, tempfile, time, warnings
-from contextlib import contextmanager, nullcontext
-from datetime import datetime, timedelta, timezone
+import dataclasses, hashlib, inspect, json, math, os, re, sys, tempfile, time, warnings, zipfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.distributed as dist
-from fastcore.basics import patch
 from tqdm import tqdm
 
 import randsmooth
-from .files import atomic_write, ensure_folder, tsv_line
-from .checks import check_alpha, check_count, check_positive
+from .files import atomic_write, ensure_folder
+from .checks import check_count, check_positive
 from .stats import min_samples_to_certify, min_samples_to_predict
 from .smooth import Smooth, example_generator
 from .smooth import check_sampling_contract, SamplingContractError
-from .data import check_class_names
-from .runtime import distributed_env, resolve_device
-from .runtime import process_group
+from .adaptive import certify_adaptive, certify_at_radius, check_radius_certifiable
+from .data import check_class_names, load_dataset
+from .model_files import load_model, file_sha256, warn_sigma_mismatch, read_meta
+from .model_files import fixed_batch_size
+from .fast import bf16_speed_note, command_model
+from .runtime import distributed_env, model_device, process_group, resolve_device
+from .runtime import eval_mode as in_eval_mode    # `eval_mode` here is Smooth's setting
+from .settings import CertifyOptions, PredictOptions, CertifySettings, PredictSettings
+from .settings import labels, parse_class_map, takes
+from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, RESULT_SETTINGS, PYTHON_NAMES
+from .logs import certify_row, predict_row, read_log_rows, appending_log, part_path
+from .logs import part_paths, merge_logs, settings_path, check_resumable, read_log
+from .logs import _IDENTITY_NAMES
 
 # %% auto #0
-__all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'RESULT_SETTINGS', 'PYTHON_NAMES', 'PROBE_SEED', 'PROBE_SIZE', 'IDENTITY',
-           'DEFAULT_UNITS', 'DRAWS_BAR_AFTER_S', 'COMMAND_NAMES', 'COMPILE_AFTER_S', 'exact_float', 'certify_row',
-           'predict_row', 'select_indices', 'shard_indices', 'read_log_rows', 'appending_log', 'part_path',
-           'part_paths', 'merge_logs', 'settings_path', 'check_resumable', 'model_fingerprint', 'probe_inputs',
-           'output_fingerprint', 'classifier_identity', 'check_outfile', 'check_labels', 'check_fits',
-           'images_per_forward', 'Procedure', 'at_radius_row_result', 'run_dataset', 'certify_dataset',
-           'predict_dataset', 'radius_units', 'FixedBatch', 'command_fast_path', 'certify_command', 'predict_command']
-
-# %% ../nbs/07_certify.ipynb #a9492b81
-CERTIFY_COLUMNS = ('idx', 'label', 'predict', 'radius', 'correct', 'time',
-                   'n0', 'n', 'nA', 'nB', 'pA_lower')
-PREDICT_COLUMNS = ('idx', 'label', 'predict', 'correct', 'time', 'n', 'nA', 'nB', 'pvalue')
-
-# %% ../nbs/07_certify.ipynb #4ce06d86
-def exact_float(x:float, # a number
-               ) -> str:
-    "The shortest decimal text that reads back as exactly the float `x` (Python's `repr`)"
-    return repr(float(x))
-
-# %% ../nbs/07_certify.ipynb #3bb49694
-def certify_row(idx:int, # dataset index of the example
-                label:int, # its true class
-                result, # the `CertifyResult` of `Smooth.certify_detailed`/`certify_many`
-               ) -> str: # one line of the certify log, newline included
-    "One line of the certify log (`CERTIFY_COLUMNS`)"
-    prediction = int(result.prediction)
-    radius = float(result.radius) if prediction != Smooth.ABSTAIN else 0.0
-    counts = (int(result.n0), int(result.n), int(result.nA), int(result.nB))
-    correct = int(prediction != Smooth.ABSTAIN and prediction == int(label))
-    return tsv_line((int(idx), int(label), prediction, exact_float(radius), correct,
-                     f'{result.seconds:.4f}', *counts, exact_float(result.pA_lower)))
-
-# %% ../nbs/07_certify.ipynb #19aad82f
-def predict_row(idx:int, # dataset index of the example
-                label:int, # its true class
-                result, # the `PredictResult` of `Smooth.predict_detailed`/`predict_many`
-               ) -> str: # one line of the predict log, newline included
-    "One line of the predict log (`PREDICT_COLUMNS`)"
-    prediction = int(result.prediction)
-    correct = int(prediction != Smooth.ABSTAIN and prediction == int(label))
-    return tsv_line((int(idx), int(label), prediction, correct,
-                     f'{result.seconds:.4f}', int(result.n), int(result.nA), int(result.nB),
-                     exact_float(result.pvalue)))
+__all__ = ['PROBE_SEED', 'PROBE_SIZE', 'IDENTITY', 'DEFAULT_UNITS', 'DRAWS_BAR_AFTER_S', 'COMMAND_NAMES', 'COMPILE_AFTER_S',
+           'select_indices', 'shard_indices', 'model_fingerprint', 'probe_inputs', 'output_fingerprint',
+           'classifier_identity', 'check_outfile', 'check_labels', 'check_fits', 'images_per_forward',
+           'recorded_options', 'noise_chunks', 'check_feasible', 'at_radius_row_result', 'decide', 'log_row',
+           'run_dataset', 'certify_dataset', 'predict_dataset', 'radius_units', 'FixedBatch', 'command_fast_path',
+           'certify_command', 'predict_command']
 
 # %% ../nbs/07_certify.ipynb #9bb765cc
 def select_indices(length:int, # number of examples in the dataset
@@ -90,158 +62,6 @@ def shard_indices(indices, # the selected dataset indices
     check_count(rank, 'rank', minimum=0)
     if rank >= world_size: raise ValueError(f"rank must be < world_size={world_size}, got {rank}")
     return list(indices)[rank::world_size]
-
-# %% ../nbs/07_certify.ipynb #04121ebf
-def read_log_rows(path, # a log written by `certify_dataset`/`predict_dataset` (need not exist)
-                  columns, # the columns it must have: `CERTIFY_COLUMNS` or `PREDICT_COLUMNS`
-                 ) -> dict[int, str]: # its complete rows (newline included), keyed by index
-    "The complete rows of the log `path`; a torn last line is left out, a foreign header an error"
-    path = Path(path)
-    if not path.exists(): return {}
-    complete = path.read_text().split('\n')[:-1]   # after the last newline: empty or torn
-    if not complete: return {}
-    if complete[0].split('\t') != list(columns):
-        raise ValueError(f"{path} starts with columns {complete[0].split(chr(9))}, expected "
-                         f"{list(columns)}: it is not a log of this command")
-    rows = {}
-    for lineno, line in enumerate(complete[1:], start=2):
-        fields = line.split('\t')
-        if len(fields) != len(columns) or not fields[0].isdigit():
-            raise ValueError(f"{path}, line {lineno} is corrupt: {line!r}")
-        rows.setdefault(int(fields[0]), line + '\n')
-    return rows
-
-# %% ../nbs/07_certify.ipynb #28c0ced0
-@contextmanager
-def appending_log(path, # the log to continue or to start
-                  columns, # its columns, written as the header of a new log
-                 ):
-    "Open the log `path` for appending: a torn last line is cut off, a new log gets its header"
-    path = Path(path)
-    if path.exists():
-        data = path.read_bytes()
-        complete = data.rfind(b'\n') + 1
-        if complete < len(data):
-            with open(path, 'r+b') as f: f.truncate(complete)
-    with open(path, 'a') as f:
-        if f.tell() == 0: f.write(tsv_line(columns)); f.flush()
-        yield f
-
-# %% ../nbs/07_certify.ipynb #23e4566d
-def part_path(outfile, # the merged log
-              rank:int, # the rank writing the part
-              world_size:int, # the number of ranks
-             ) -> Path:
-    "The log that rank `rank` of `world_size` writes for `outfile`"
-    return Path(f'{outfile}.part{rank}of{world_size}')
-
-# %% ../nbs/07_certify.ipynb #212a940f
-def part_paths(outfile, # the merged log
-              ) -> list[Path]:
-    "The part files of `outfile` that exist, whatever world size wrote them"
-    outfile = Path(outfile)
-    pattern = re.compile(re.escape(outfile.name) + r'\.part\d+of\d+')
-    candidates = outfile.parent.glob(glob.escape(outfile.name) + '.part*of*')
-    return sorted(p for p in candidates if pattern.fullmatch(p.name))
-
-# %% ../nbs/07_certify.ipynb #8461c7b1
-def merge_logs(outfile, # the log to produce; its existing rows are kept
-               columns, # `CERTIFY_COLUMNS` or `PREDICT_COLUMNS`
-              ) -> int: # the number of rows in the merged log
-    "Merge `outfile` and its part files into `outfile`, a row per index in order; delete the parts"
-    parts = part_paths(outfile)
-    rows = read_log_rows(outfile, columns)
-    for part in parts:
-        for idx, line in read_log_rows(part, columns).items(): rows.setdefault(idx, line)
-    atomic_write(outfile, tsv_line(columns) + ''.join(rows[idx] for idx in sorted(rows)))
-    for part in parts: part.unlink()
-    return len(rows)
-
-# %% ../nbs/07_certify.ipynb #1f289124
-RESULT_SETTINGS = ('command', 'sigma', 'num_classes', 'n0', 'n', 'alpha', 'noise_chunks', 'seed',
-                   'bound', 'radius', 'adaptive', 'tolerance', 'skip', 'data_length',
-                   'model_sha256', 'device_type', 'amp', 'eval_mode', 'channels_last', 'classes',
-                   'classifier', 'classifier_architecture', 'classifier_outputs')
-_WHY = {'noise_chunks': "each example's noise is drawn min(batch_size, n0), then "
-                        "min(batch_size, n) draws at a time: another batch size that changes "
-                        "these draws other noise",
-        'device_type': "CPU and CUDA generators draw different noise",
-        'classifier_outputs': "another classifier, or other data"}
-_IDENTITY_NAMES = dict(model_sha256="the classifier's parameters and buffers (model_sha256)",
-                       classifier="the classifier's class",
-                       classifier_architecture="the classifier's architecture (structure hash)",
-                       classifier_outputs="the classifier's answers on a probe around data[0]",
-                       classes='the class names')
-PYTHON_NAMES = dict(command='{}_dataset', sigma='Smooth(sigma={!r})',
-                    num_classes='Smooth(num_classes={!r})', amp='Smooth(amp={!r})',
-                    eval_mode='Smooth(eval_mode={!r})', channels_last='Smooth(channels_last={!r})',
-                    n0='n0={!r}', n='n={!r}', alpha='alpha={!r}',
-                    noise_chunks=('batch_size={!r}', 'batch_size'), seed='seed={!r}',
-                    bound='bound={!r}', radius='radius={!r}', adaptive='adaptive={!r}',
-                    tolerance='tolerance={!r}', skip='skip={!r}', data_length='data of {} examples',
-                    device_type="device type {!r}", units='units={!r}') | _IDENTITY_NAMES
-
-
-# %% ../nbs/07_certify.ipynb #cdeba3c4
-def settings_path(outfile, # a log
-                 ) -> Path:
-    "The settings file of the log `outfile`"
-    return Path(f'{outfile}.json')
-
-# %% ../nbs/07_certify.ipynb #3d748c51
-def _shown(value):
-    "A setting's value for a message: a hex digest cut to 12 characters"
-    if isinstance(value, str) and len(value) > 16 and re.fullmatch('[0-9a-f]+', value):
-        return value[:12] + '...'
-    return value
-
-def _difference(k:str, previous:dict, settings:dict, names:dict) -> str:
-    "How the setting `k` differs, named as in `names` (a template such as '--N {}'), else as stored"
-    label = names.get(k)
-    if label is None or '{' not in (label if isinstance(label, str) else label[0]):
-        text = f'{label or k}: {_shown(previous.get(k))!r} there, {_shown(settings.get(k))!r} now'
-    else:
-        template, key = label if isinstance(label, tuple) else (label, k)
-        side = lambda s: template.format(_shown(s[key])) if key in s else '(not recorded)'
-        text = f'{side(previous)} there, {side(settings)} now'
-    return text + (f' ({_WHY[k]})' if k in _WHY else '')
-
-def _differences(previous:dict, settings:dict, keys, names:dict|None=None) -> str:
-    "The settings among `keys` that differ, with both values (and why it matters, if not obvious)"
-    differ = [k for k in keys if previous.get(k) != settings.get(k)]
-    return '; '.join(_difference(k, previous, settings, names or {}) for k in differ)
-
-
-# %% ../nbs/07_certify.ipynb #e952ec85
-def _holds_rows(logs, columns) -> bool:
-    "Whether any of `logs` holds a row (a log of another command, or a corrupt one, counts)"
-    try: return any(read_log_rows(p, columns) for p in logs)
-    except ValueError: return True
-
-def check_resumable(outfile, # the log to write
-                    settings:dict, # this run's settings
-                    keys, # the settings that must be equal to continue a log
-                    columns, # `CERTIFY_COLUMNS` or `PREDICT_COLUMNS`
-                    names:dict|None=None, # how the user named each setting: templates, '--N {}'
-                   ) -> dict[int, str]: # the rows done (in `outfile` and its parts), by index
-    "Raise unless `outfile` is new or was written with the same `keys` settings; return its rows"
-    outfile, saved = Path(outfile), settings_path(outfile)
-    logs = [outfile] + part_paths(outfile)
-    if saved.exists() and _holds_rows(logs, columns):   # settings without rows protect nothing
-        try: previous = json.loads(saved.read_text())
-        except ValueError as e:
-            raise ValueError(f"the settings file {saved} is not valid JSON: {e}") from None
-        if changes := _differences(previous, settings, keys, names):
-            raise ValueError(f"outfile {outfile} holds a run with different settings ({changes}; "
-                             f"recorded in {saved.name}). Rerun with the same settings to resume "
-                             f"it, or choose another outfile.")
-    elif not saved.exists() and any(p.exists() and p.stat().st_size > 0 for p in logs):
-        raise ValueError(f"outfile {outfile} exists but has no settings file {saved.name}: it was "
-                         f"not written by this library. Choose another outfile or delete it.")
-    done = {}
-    for log in logs:
-        for idx, line in read_log_rows(log, columns).items(): done.setdefault(idx, line)
-    return done
 
 # %% ../nbs/07_certify.ipynb #a7d6db9c
 def model_fingerprint(f, # a base classifier
@@ -272,23 +92,13 @@ def probe_inputs(example:torch.Tensor, # one input, as the data gives it (`data[
     scales = spread * torch.logspace(-2, 1, size, dtype=torch.float64)
     return (x + scales.view(-1, *[1] * x.dim()) * noise).to(example.dtype)
 
-# %% ../nbs/07_certify.ipynb #75af4b11
-@contextmanager
-def _eval_mode(f):
-    "`f` in eval mode for the duration, each submodule's mode restored after"
-    training = [m for m in f.modules() if m.training] if isinstance(f, torch.nn.Module) else []
-    for m in training: m.train(False)   # only where needed: exported programs refuse eval()
-    try: yield
-    finally:
-        for m in training: m.train(True)
-
 # %% ../nbs/07_certify.ipynb #c0a10006
 def _top_classes(f, probe:torch.Tensor, eval_mode:bool) -> torch.Tensor:
     "The top class `f` gives each input of `probe`, one at a time, with torch's generator seeded"
     device = probe.device
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == 'cuda' else []
-    with _eval_mode(f) if eval_mode else nullcontext(), torch.no_grad(), \
+    with in_eval_mode(f, on=eval_mode), torch.no_grad(), \
          torch.random.fork_rng(devices=cuda):
         torch.default_generator.manual_seed(PROBE_SEED)
         if cuda: torch.cuda.manual_seed(PROBE_SEED)
@@ -411,7 +221,7 @@ def check_fits(smooth:Smooth, # the smoothed classifier
     if len(data) == 0: raise ValueError("data holds no examples")
     x, _ = _example(data, 0, smooth.num_classes)
     try:
-        with _eval_mode(smooth.base_classifier), torch.no_grad():
+        with in_eval_mode(smooth.base_classifier), torch.no_grad():
             scores = smooth.base_classifier(x[None].to(device))
     except Exception as e:
         _coupled(smooth, x[None].to(device))        # a batch-coupled model: say that, not the shape
@@ -437,81 +247,38 @@ def images_per_forward(images_per_batch, # 'auto' or a count >= 1
 # %% ../nbs/07_certify.ipynb #d9570e99
 _COLUMNS = dict(certify=CERTIFY_COLUMNS, predict=PREDICT_COLUMNS)
 
-@dataclasses.dataclass(frozen=True)
-class Procedure:
-    "How each example of a run is decided: what decides its row besides the model, data and sigma"
-    command:str # 'certify' or 'predict'
-    n:int # estimation draws (certify), draws (predict); the budget in the sequential modes
-    alpha:float # failure probability of each certificate, or level of each test
-    batch_size:int # inputs per forward pass (noise: min(batch_size, n) draws at a time)
-    seed:int=0 # example i draws its noise from example_generator(seed, i)
-    n0:int|None=None # selection draws (certify only)
-    bound:str|None=None # certify: 'cohen' (pB = 1 - pA) or 'bonferroni'
-    radius:float|None=None # certify at this radius only, by a sequential test
-    adaptive:bool=False # certify the full radius with an input-specific sample size
-    tolerance:float|None=None # with adaptive: stop once the budget could add less to the radius
+def recorded_options(options:CertifyOptions|PredictOptions, # a run's options (a command's settings)
+                    )->dict: # `command`, then every option of certify (unset: None, or False)
+    "The options of a run as its settings file records them."
+    unset = lambda f: False if f.type in ('bool', bool) else None
+    return dict(command=options.command) | {f.name: getattr(options, f.name, unset(f))
+                                            for f in dataclasses.fields(CertifyOptions)}
 
-# %% ../nbs/07_certify.ipynb #eff44160
-@patch(as_prop=True)
-def mode(self:Procedure) -> str:
-    "'fixed' (CERTIFY or PREDICT), 'radius' (certify at `radius`) or 'adaptive'"
-    return 'radius' if self.radius is not None else 'adaptive' if self.adaptive else 'fixed'
+def noise_chunks(options:CertifyOptions|PredictOptions, # a run's options
+                )->list: # per phase, the draws of an example's noise made at a time
+    "How an example's noise is drawn: all `batch_size` decides (a run resumes only with the same)."
+    if options.mode != 'fixed': return [options.batch_size]     # sequential looks: the batch itself
+    return [min(options.batch_size, m) for m in (getattr(options, 'n0', None), options.n)
+            if m is not None]
 
-@patch(as_prop=True)
-def columns(self:Procedure) -> tuple: return _COLUMNS[self.command]
-
-@patch(as_prop=True)
-def noise_chunks(self:Procedure) -> list:
-    "How many draws of an example's noise are made at a time, per phase: all `batch_size` decides"
-    if self.mode != 'fixed': return [self.batch_size]     # sequential looks: the batch size itself
-    return [min(self.batch_size, m) for m in (self.n0, self.n) if m is not None]
-
-# %% ../nbs/07_certify.ipynb #f6fcdf58
-_TOLERANCE_ONLY = "tolerance applies only with adaptive=True (--adaptive)"
-
-@patch
-def _check_sequential(self:Procedure, sigma:float):
-    "The sequential options, checked against the rest"
-    if self.mode == 'fixed':
-        if self.tolerance is not None: raise ValueError(_TOLERANCE_ONLY)
-        return
-    if self.radius is not None and self.adaptive:
-        raise ValueError("give either radius (certify at r) or adaptive (full radius), not both")
-    if self.bound != 'cohen':
-        raise ValueError(f"bound {self.bound!r} is not available with the sequential modes")
-    if self.mode == 'radius':
-        if self.tolerance is not None: raise ValueError(_TOLERANCE_ONLY)
-        from randsmooth.adaptive import check_radius_certifiable
-        check_radius_certifiable(self.radius, self.n, self.alpha, sigma)
-    elif self.tolerance is not None and not (isinstance(self.tolerance, (int, float))
-                                             and 0 <= self.tolerance < math.inf):
-        raise ValueError(f"tolerance must be a finite number >= 0, got {self.tolerance!r}")
-
-# %% ../nbs/07_certify.ipynb #a8114c69
-@patch
-def check(self:Procedure, sigma:float # the noise level it will run at
-         ) -> Procedure:
-    "Raise a clear error for any field out of range or not fitting the others; return `self`"
-    if self.command not in _COLUMNS:
-        raise ValueError(f"command must be 'certify' or 'predict', got {self.command!r}")
-    check_count(self.n, 'n', minimum=1); check_alpha(self.alpha); check_positive(sigma, 'sigma')
-    check_count(self.batch_size, 'batch_size', minimum=1); check_count(self.seed, 'seed', minimum=0)
-    if self.command == 'predict':
-        certify_only = (self.n0, self.bound, self.radius, self.adaptive, self.tolerance)
-        if certify_only != (None, None, None, False, None):
-            raise ValueError("n0, bound, radius, adaptive and tolerance are options of certify, "
-                             "not of predict")
-        enough = min_samples_to_predict(self.alpha)
+# %% ../nbs/07_certify.ipynb #c7a10004
+def check_feasible(options:CertifyOptions|PredictOptions, # a run's options (a command's settings)
+                   sigma:float, # the noise level it will run at
+                   command:bool=False, # name settings by their flags (`--N`); False: Python's (`n`)
+                  )->CertifyOptions|PredictOptions: # `options`, checked
+    "Raise a one-line error unless `options` are allowed and can ever decide an example at `sigma`."
+    (CertifyOptions if options.command == 'certify' else PredictOptions).check(options, command)
+    check_positive(sigma, 'sigma')
+    name = labels(options, command)
+    if options.command == 'predict': enough = min_samples_to_predict(options.alpha)
     else:
-        check_count(self.n0, 'n0', minimum=1)
-        if self.bound not in ('cohen', 'bonferroni'):
-            raise ValueError(f"bound must be 'cohen' or 'bonferroni', got {self.bound!r}")
-        enough = min_samples_to_certify(self.alpha / (2 if self.bound == 'bonferroni' else 1))
-        self._check_sequential(sigma)
-    if self.n < enough:
-        raise ValueError(f"n = {self.n} draws can never {self.command} at alpha = {self.alpha}: "
-                         f"it takes n >= {enough}")
-    return self
+        enough = min_samples_to_certify(options.alpha / (2 if options.bound == 'bonferroni' else 1))
+    if options.n < enough:
+        raise ValueError(f"{name['n']} = {options.n} draws can never {options.command} at "
+                         f"{name['alpha']} = {options.alpha}: it takes {name['n']} >= {enough}")
+    if options.mode == 'radius':
+        check_radius_certifiable(options.radius, options.n, options.alpha, sigma)
+    return options
 
 # %% ../nbs/07_certify.ipynb #8cb52726
 def at_radius_row_result(certificate, # a `RadiusCertificate` from `Smooth.certify_at_radius`
@@ -520,41 +287,33 @@ def at_radius_row_result(certificate, # a `RadiusCertificate` from `Smooth.certi
     if certificate.certified: return certificate
     return dataclasses.replace(certificate, prediction=Smooth.ABSTAIN, radius=0.0)
 
-# %% ../nbs/07_certify.ipynb #bbc1042b
-@patch
-def decide(self:Procedure, smooth:Smooth, # the smoothed classifier
+# %% ../nbs/07_certify.ipynb #c7a10005
+def decide(options:CertifyOptions|PredictOptions, # how each example is decided
+           smooth:Smooth, # the smoothed classifier
            xs:torch.Tensor, # examples [k, *shape]
            generators:list, # one generator per example
-          ) -> list: # one result per example
-    "Run the procedure on the examples `xs`"
-    from randsmooth.adaptive import certify_adaptive, certify_at_radius
-    if self.mode == 'radius':
-        return [at_radius_row_result(certify_at_radius(smooth, x, self.radius, self.n0, self.n,
-                                                       self.alpha, self.batch_size, g))
+          )->list: # one result per example
+    "Decide the examples `xs` as `options` say."
+    o = options
+    if o.mode == 'radius':
+        return [at_radius_row_result(certify_at_radius(smooth, x, o.radius, o.n0, o.n, o.alpha,
+                                                       o.batch_size, g))
                 for x, g in zip(xs, generators)]
-    if self.mode == 'adaptive':
-        return [certify_adaptive(smooth, x, self.n0, self.n, self.alpha, self.batch_size,
-                                 self.tolerance, g) for x, g in zip(xs, generators)]
-    if self.command == 'certify':
-        return smooth.certify_many(xs, self.n0, self.n, self.alpha, self.batch_size, generators,
-                                   bound=self.bound)
-    return smooth.predict_many(xs, self.n, self.alpha, self.batch_size, generators)
+    if o.mode == 'adaptive':
+        return [certify_adaptive(smooth, x, o.n0, o.n, o.alpha, o.batch_size, o.tolerance, g)
+                for x, g in zip(xs, generators)]
+    if o.command == 'certify':
+        return smooth.certify_many(xs, o.n0, o.n, o.alpha, o.batch_size, generators, bound=o.bound)
+    return smooth.predict_many(xs, o.n, o.alpha, o.batch_size, generators)
 
-# %% ../nbs/07_certify.ipynb #756d55bf
-@patch
-def row(self:Procedure, idx:int, label:int, result) -> str:
-    "One log line for `result`"
-    return (certify_row if self.command == 'certify' else predict_row)(idx, label, result)
+def log_row(options:CertifyOptions|PredictOptions, # the run's options: which log
+            idx:int, label:int, result, # the example's index, its label, its result
+           )->str: # one line of the log, newline included
+    "One log line for `result`."
+    return (certify_row if options.command == 'certify' else predict_row)(idx, label, result)
 
 # %% ../nbs/07_certify.ipynb #ad78bca5
 DEFAULT_UNITS = "the units of x as the data gives it to the model (radii: l2 distances in them)"
-
-# %% ../nbs/07_certify.ipynb #36f1b282
-def _device_of(f) -> torch.device:
-    "Where the base classifier `f` keeps its tensors (the CPU for a plain function)"
-    if isinstance(f, torch.nn.Module):
-        for t in (*f.parameters(), *f.buffers()): return t.device
-    return torch.device('cpu')
 
 # %% ../nbs/07_certify.ipynb #c0a10034
 DRAWS_BAR_AFTER_S = 3.0     # a group of examples shows the draws bar once it has run this long
@@ -587,14 +346,14 @@ def _class_names(data, f) -> list|None:
     names = data_names if data_names is not None else model_names
     return None if names is None else [str(c) for c in names]
 
-def _run_settings(smooth, data, procedure, indices, skip, limit, device, k, about,
-                  recorded=None) -> dict:
+def _run_settings(smooth, data, options, indices, device, k, about, recorded=None) -> dict:
     "What the settings file says about a run: everything that decides a row, then the rest"
     world_size, f = distributed_env()[1], smooth.base_classifier
     eval_mode = getattr(smooth, 'eval_mode', True)
     x0, _ = _example(data, 0, smooth.num_classes)
-    run = dict(dataclasses.asdict(procedure), sigma=smooth.sigma, num_classes=smooth.num_classes,
-               mode=procedure.mode, noise_chunks=procedure.noise_chunks, skip=skip, limit=limit,
+    run = dict(recorded_options(options), sigma=smooth.sigma, num_classes=smooth.num_classes,
+               mode=options.mode, noise_chunks=noise_chunks(options), skip=options.skip,
+               limit=options.limit,
                data_length=len(data), examples=len(indices), device_type=device.type,
                amp=getattr(smooth, 'amp', None), eval_mode=eval_mode,
                channels_last=getattr(smooth, 'channels_last', None),
@@ -602,26 +361,27 @@ def _run_settings(smooth, data, procedure, indices, skip, limit, device, k, abou
     if not set(IDENTITY) <= set(about):       # the commands identify the model as loaded
         run |= classifier_identity(f, x0.to(device), device, eval_mode)
     started = datetime.now(timezone.utc).isoformat(timespec='seconds')
-    execution = dict(images_per_batch=k, world_size=world_size, columns=list(procedure.columns),
+    execution = dict(images_per_batch=k, world_size=world_size,
+                     columns=list(_COLUMNS[options.command]),
                      started=started, randsmooth_version=randsmooth.__version__,
                      torch_version=torch.__version__)
     settings = run | about | (recorded or {}) | execution
     return json.loads(json.dumps(settings))       # as the file will hold them: lists, not tuples
 
 # %% ../nbs/07_certify.ipynb #8ff34820
-def _sample_rows(log, smooth, data, procedure, todo, k, device, bar):
+def _sample_rows(log, smooth, data, options, todo, k, device, bar):
     "Decide the examples `todo`, `k` at a time, appending their rows to the open `log`"
-    each = (procedure.n0 or 0) + procedure.n      # the most draws an example makes
+    each = (getattr(options, 'n0', None) or 0) + options.n      # the most draws an example makes
     with _draw_progress(smooth.base_classifier, not bar.disable) as draws:
         for start in range(0, len(todo), k):
             group = todo[start:start + k]
             if draws is not None: draws.reset(total=len(group) * each)
             examples = [_example(data, i, smooth.num_classes) for i in group]
             xs = torch.stack([x for x, _ in examples]).to(device)
-            generators = [example_generator(procedure.seed, i, device) for i in group]
-            results = procedure.decide(smooth, xs, generators)
+            generators = [example_generator(options.seed, i, device) for i in group]
+            results = decide(options, smooth, xs, generators)
             for i, (_, label), result in zip(group, examples, results):
-                log.write(procedure.row(i, label, result))
+                log.write(log_row(options, i, label, result))
             log.flush()
             bar.update(len(group))
 
@@ -629,33 +389,30 @@ def _sample_rows(log, smooth, data, procedure, todo, k, device, bar):
 def run_dataset(smooth:Smooth, # the smoothed classifier
                 data, # a Dataset or sequence of (x, label) pairs
                 outfile, # the TSV log to write or to continue; its settings go to OUTFILE.json
-                procedure:Procedure, # how each example is decided
-                skip:int=1, # take every skip-th example
-                limit:int|None=None, # stop after this many examples; None: all
-                images_per_batch='auto', # images sampled together; 'auto': as many as fit
+                options:CertifyOptions|PredictOptions, # which examples, how each is decided
                 device=None, # where to sample; None: where the base classifier is
                 progress:bool=True, # show a progress bar on stderr
                 about:dict|None=None, # more settings to record, compared on resume (dataset, units)
-                names:dict|None=None, # how messages name the settings; None: `PYTHON_NAMES`
+                command:str|None=None, # the command running it: messages name its flags
                 recorded:dict|None=None, # more to record in the settings file, not compared
                 announce:str|None=None, # a line for stderr once every check has passed
                ) -> Path: # `outfile`, complete
-    "Decide every selected example of `data` by `procedure`, one row per example in `outfile`"
-    procedure.check(smooth.sigma)
+    "Decide every selected example of `data` as `options` say, one row per example in `outfile`"
+    check_feasible(options, smooth.sigma, command=command is not None)
     about, outfile = dict(about or {}), check_outfile(outfile)
-    device = _device_of(smooth.base_classifier) if device is None else torch.device(device)
-    draws = max(procedure.n0 or 0, procedure.n)
-    k = images_per_forward(images_per_batch, procedure.batch_size, draws)
+    device = model_device(smooth.base_classifier) if device is None else torch.device(device)
+    draws = max(getattr(options, 'n0', None) or 0, options.n)
+    k = images_per_forward(options.images_per_batch, options.batch_size, draws)
     check_fits(smooth, data, device)
-    indices = select_indices(len(data), skip, limit)
+    indices = select_indices(len(data), options.skip, options.limit)
     check_labels(data, indices, smooth.num_classes)
-    settings = _run_settings(smooth, data, procedure, indices, skip, limit, device, k, about,
-                             recorded)
-    done = check_resumable(outfile, settings, RESULT_SETTINGS + tuple(about), procedure.columns,
-                           PYTHON_NAMES if names is None else names)
+    settings = _run_settings(smooth, data, options, indices, device, k, about, recorded)
+    names = PYTHON_NAMES if command is None else COMMAND_NAMES
+    done = check_resumable(outfile, settings, RESULT_SETTINGS + tuple(about),
+                           _COLUMNS[options.command], names)
     if announce and distributed_env()[0] == 0: print(announce, file=sys.stderr)
     placing = (device, k)
-    return _execute(smooth, data, outfile, procedure, settings, indices, done, placing, progress)
+    return _execute(smooth, data, outfile, options, settings, indices, done, placing, progress)
 
 # %% ../nbs/07_certify.ipynb #219ab898
 def _discard_rowless(outfile, log_path, columns, rank:int):
@@ -666,7 +423,7 @@ def _discard_rowless(outfile, log_path, columns, rank:int):
         for p in logs: p.unlink(missing_ok=True)
         settings_path(outfile).unlink(missing_ok=True)
 
-def _execute(smooth, data, outfile, procedure, settings, indices, done, placing, progress) -> Path:
+def _execute(smooth, data, outfile, options, settings, indices, done, placing, progress) -> Path:
     "Sample what is not done yet (`placing`: device, images per group), a part file per rank; merge"
     (device, k), (rank, world_size, _) = placing, distributed_env()
     share = shard_indices(indices, rank, world_size)
@@ -677,85 +434,57 @@ def _execute(smooth, data, outfile, procedure, settings, indices, done, placing,
         started = dict(started=first['started']) if 'started' in first else {}   # of the first run
         atomic_write(settings_path(outfile), json.dumps(settings | started, indent=1) + '\n')
     log_path = outfile if world_size == 1 else part_path(outfile, rank, world_size)
+    columns = _COLUMNS[options.command]
     try:
         with process_group(world_size) as barrier:
             barrier()   # every rank has read the rows done before any rank writes
-            with appending_log(log_path, procedure.columns) as log, \
-                 tqdm(total=len(share), initial=len(share) - len(todo), desc=procedure.command,
+            with appending_log(log_path, columns) as log, \
+                 tqdm(total=len(share), initial=len(share) - len(todo), desc=options.command,
                       unit='ex', dynamic_ncols=True, disable=not progress or rank != 0) as bar:
-                _sample_rows(log, smooth, data, procedure, todo, k, device, bar)
+                _sample_rows(log, smooth, data, options, todo, k, device, bar)
             barrier()   # every part is complete
-            if rank == 0: merge_logs(outfile, procedure.columns)
+            if rank == 0: merge_logs(outfile, columns)
             barrier()   # every rank can read the merged log
     except BaseException:     # an error or Ctrl-C: rows written stay to resume; no row, no file
-        if not done: _discard_rowless(outfile, log_path, procedure.columns, rank)
+        if not done: _discard_rowless(outfile, log_path, columns, rank)
         raise
     return outfile
 
 # %% ../nbs/07_certify.ipynb #103f13cd
+@takes(CertifyOptions)
 def certify_dataset(smooth:Smooth, # the smoothed classifier
                     data, # a Dataset or sequence of (x, label) pairs; x as the model takes it
                     outfile, # the TSV log to write or to continue; its settings go to OUTFILE.json
-                    *, n0:int=100, # selection draws per example
-                    n:int=100_000, # estimation draws per example (radius, adaptive: the budget)
-                    alpha:float=0.001, # failure probability of each certificate
-                    batch_size:int=1000, # inputs per forward pass, shared by a group's examples
-                    seed:int=0, # example i draws its noise from example_generator(seed, i)
-                    skip:int=1, # certify every skip-th example
-                    limit:int|None=None, # stop after this many examples; None: all
-                    bound:str='cohen', # 'cohen': pB = 1 - pA; 'bonferroni': both bounds at alpha/2
-                    images_per_batch='auto', # images sampled together; 'auto': as many as fit
-                    device=None, # where to sample; None: where the base classifier is
+                    *, device=None, # where to sample; None: where the base classifier is
                     progress:bool=True, # show a progress bar (done, rate, time left) on stderr
-                    radius:float|None=None, # certify at this radius only, by a sequential test
-                    adaptive:bool=False, # full-radius certification that stops early
-                    tolerance:float|None=None, # with adaptive: stop once the budget adds less
                     units:str=DEFAULT_UNITS, # what the radii are measured in, for the settings file
                     about:dict|None=None, # more settings to record and compare on resume
-                    names:dict|None=None, # how messages name settings; None: these arguments
-                    recorded:dict|None=None, # more to record (settings file), not compared
-                    announce:str|None=None, # a line for stderr once every check passed
-                   ): # the log, a DataFrame (`randsmooth.analyze.read_log`)
+                    **options, # the fields of `CertifyOptions`: n0, n, alpha, batch_size, ...
+                   ): # the log, a DataFrame (`randsmooth.logs.read_log`)
     "Certify examples of `data` with `smooth`, a row per example in `outfile`; resumable, shardable"
-    procedure = Procedure('certify', n, alpha, batch_size, seed, n0, bound, radius, adaptive,
-                          tolerance)
-    outfile = run_dataset(smooth, data, outfile, procedure, skip, limit, images_per_batch, device,
-                          progress, {"units": units, **(about or {})}, names,
-                          recorded, announce)
-    from randsmooth.analyze import read_log
+    run_dataset(smooth, data, outfile, CertifyOptions(**options), device, progress,
+                {'units': units, **(about or {})})
     return read_log(outfile)
 
 # %% ../nbs/07_certify.ipynb #31763474
+@takes(PredictOptions)
 def predict_dataset(smooth:Smooth, # the smoothed classifier
                     data, # a Dataset or sequence of (x, label) pairs; x as the model takes it
                     outfile, # the TSV log to write or to continue; its settings go to OUTFILE.json
-                    *, n:int=100_000, # draws per example
-                    alpha:float=0.001, # level of the test: P(a wrong answer) <= alpha
-                    batch_size:int=1000, # inputs per forward pass, shared by a group's examples
-                    seed:int=0, # example i draws its noise from example_generator(seed, i)
-                    skip:int=1, # predict every skip-th example
-                    limit:int|None=None, # stop after this many examples; None: all
-                    images_per_batch='auto', # images sampled together; 'auto': as many as fit
-                    device=None, # where to sample; None: where the base classifier is
+                    *, device=None, # where to sample; None: where the base classifier is
                     progress:bool=True, # show a progress bar on stderr
                     units:str=DEFAULT_UNITS, # what the inputs are measured in (settings file)
                     about:dict|None=None, # more settings to record and compare on resume
-                    names:dict|None=None, # how messages name settings; None: these arguments
-                    recorded:dict|None=None, # more to record (settings file), not compared
-                    announce:str|None=None, # a line for stderr once every check passed
-                   ): # the log, a DataFrame (`randsmooth.analyze.read_log`)
+                    **options, # the fields of `PredictOptions`: n, alpha, batch_size, ...
+                   ): # the log, a DataFrame (`randsmooth.logs.read_log`)
     "Predict examples of `data` with `smooth` (abstaining when unsure), a row each in `outfile`"
-    procedure = Procedure('predict', n, alpha, batch_size, seed)
-    outfile = run_dataset(smooth, data, outfile, procedure, skip, limit, images_per_batch, device,
-                          progress, {'units': units, **(about or {})}, names,
-                          recorded, announce)
-    from randsmooth.analyze import read_log
+    run_dataset(smooth, data, outfile, PredictOptions(**options), device, progress,
+                {'units': units, **(about or {})})
     return read_log(outfile)
 
 # %% ../nbs/07_certify.ipynb #64c62575
 def _stored_uint8(path:Path, split:str) -> bool:
     "Whether a `.npz` or `.pt` file stores its inputs (`x_{split}`, else `x`) as uint8 pixels"
-    import zipfile, numpy as np
     keys = (f'x_{split}', 'x')
     try:
         if path.suffix.lower() == '.npz':    # the array's header only, not its data
@@ -792,18 +521,14 @@ def radius_units(source:str, # the command's DATASET: a name or a path
             f"model")
 
 # %% ../nbs/07_certify.ipynb #298d43bd
-COMMAND_NAMES = dict(command='rs_{}', sigma='SIGMA {}', num_classes='DATASET with {} classes',
-                     n0='--N0 {}', n='--N {}', alpha='--alpha {}',
-                     noise_chunks=('--batch {}', 'batch_size'), seed='--seed {}',
-                     bound='--bound {}', radius='--radius {}', adaptive='--adaptive {}',
-                     tolerance='--tolerance {}', skip='--skip {}',
-                     data_length='DATASET of {} examples', device_type='--device {}',
-                     dataset='DATASET {}', split='--split {}', resize='--resize {}',
-                     crop='--crop {}', channels='--channels {}', class_map='--class_map {}',
-                     label_column='--label_column {}', checkpoint='CHECKPOINT {}',
-                     checkpoint_sha256="CHECKPOINT's content (SHA-256)", arch='--arch {}',
-                     units='units {!r}', amp='amp {}', eval_mode='eval_mode {}',
-                     channels_last='channels_last {}') | _IDENTITY_NAMES
+_FLAG = labels(CertifySettings)       # the flags, as `randsmooth.settings` declares them
+COMMAND_NAMES = {k: f'{flag} {{}}' for k, flag in _FLAG.items() if flag.startswith('--')} | dict(
+    command='rs_{}', sigma='SIGMA {}', num_classes='DATASET with {} classes',
+    noise_chunks=(f"{_FLAG['batch_size']} {{}}", 'batch_size'),
+    data_length='DATASET of {} examples', device_type=f"{_FLAG['device']} {{}}",
+    dataset='DATASET {}', checkpoint='CHECKPOINT {}',
+    checkpoint_sha256="CHECKPOINT's content (SHA-256)", units='units {!r}', amp='amp {}',
+    eval_mode='eval_mode {}', channels_last='channels_last {}') | _IDENTITY_NAMES
 
 # %% ../nbs/07_certify.ipynb #c0a10017
 class FixedBatch(torch.nn.Module):
@@ -859,24 +584,20 @@ def _warnings_as_lines(prog:str, caught):
 # %% ../nbs/07_certify.ipynb #7a3049a8
 def _fixed_batch(model, prog:str, s, example):
     "`model`, or `FixedBatch(model)` with a note when it was exported with a fixed batch size"
-    from randsmooth.models import fixed_batch_size   # the models module: loaded by the command
     size = fixed_batch_size(model, example)
     if size is None: return model
     if distributed_env()[0] == 0:
         inputs = 'input' if size == 1 else 'inputs'
         print(f"{prog}: note: {Path(s.checkpoint).name} takes batches of exactly {size} {inputs} "
-              f"(exported with a fixed batch size): each forward pass of --batch {s.batch} is "
+              f"(exported with a fixed batch size): each forward pass of --batch {s.batch_size} is "
               f"cut into batches of {size}, the last padded; the scores are the model's "
               f"(re-export it with a dynamic batch dimension for speed)", file=sys.stderr)
     return FixedBatch(model, size)
 
-def _command_inputs(s, # `CertifySettings` or `PredictSettings`, checked
+def _command_inputs(s:CertifySettings|PredictSettings, # checked
                     prog:str='rs_certify', # the command, for notes
                    ) -> tuple: # (smooth, data, device, about)
     "Load the data and the model of a command's run and describe them for the settings file"
-    from randsmooth.settings import parse_class_map
-    from randsmooth.data import load_dataset
-    from randsmooth.models import load_model, file_sha256, warn_sigma_mismatch, read_meta
     if s.threads: torch.set_num_threads(s.threads)
     check_outfile(s.outfile)
     device = resolve_device(s.device)
@@ -909,18 +630,17 @@ def _command_inputs(s, # `CertifySettings` or `PredictSettings`, checked
     except Exception: pass     # a model that does not fit the data: check_fits says why, clearly
     amp = None if getattr(s, 'amp', 'off') == 'off' else s.amp
     if amp == 'bf16' and distributed_env()[0] == 0:
-        from randsmooth.fast import bf16_speed_note
         note = bf16_speed_note(device)
         if note: print(f"{prog}: warning: {note}", file=sys.stderr)
     return Smooth(model, num_classes, s.sigma, amp=amp), data, device, about
 
 
 # %% ../nbs/07_certify.ipynb #b6c6164d
-def _report(prog:str, s, log):
+def _report(prog:str, s, columns):
     "Rank 0 says where the log and its settings are (unless --quiet)"
     if distributed_env()[0] == 0 and not s.quiet:
-        settings = settings_path(s.outfile).name
-        print(f"{prog}: {len(log)} examples in {s.outfile} (settings in {settings})",
+        settings, rows = settings_path(s.outfile).name, len(read_log_rows(s.outfile, columns))
+        print(f"{prog}: {rows} examples in {s.outfile} (settings in {settings})",
               file=sys.stderr)
 
 @contextmanager
@@ -961,7 +681,6 @@ def command_fast_path(smooth:Smooth, # the smoothed classifier of the model as l
     f = smooth.base_classifier
     if not fast: return smooth, dict(fast=False, why='fast=False')
     if isinstance(f, FixedBatch): return smooth, dict(fast=False, why='a fixed-batch model')
-    from randsmooth.fast import command_model        # torch.fx: loaded only when a command runs
     b = min(batch_size, draws)
     try:
         with warnings.catch_warnings(record=True) as caught:   # recorded, not printed raw
@@ -993,46 +712,34 @@ def _sampled(prog:str, s, smooth, data, device, examples:int, draws_each:int) ->
     "(the Smooth to sample, the settings to record, the run's first line) of a command"
     try: example = torch.as_tensor(data[0][0]).to(device)
     except Exception: return smooth, {}, None     # data that does not fit: check_fits says why
-    smooth, what = command_fast_path(smooth, example, max(1, examples * draws_each), s.batch,
-                                     s.fast)
+    smooth, what = command_fast_path(smooth, example, max(1, examples * draws_each),
+                                     s.batch_size, s.fast)
     return smooth, dict(fast=what), None if s.quiet else _fast_line(prog, s, what)
 
 # %% ../nbs/07_certify.ipynb #64401fc2
-def certify_command(s, # `randsmooth.cli.CertifySettings`, checked
+def certify_command(s:CertifySettings, # checked
                    ) -> Path: # the log
-    "What `rs_certify` does: load DATASET and CHECKPOINT, then `certify_dataset`"
+    "What `rs_certify` does: load DATASET and CHECKPOINT, then certify as `s` says"
     with _ending_on_ctrl_c('rs_certify', s, CERTIFY_COLUMNS) as run:
         smooth, data, device, about = _command_inputs(s, 'rs_certify')
-        limit = None if s.max == -1 else s.max
-        run['indices'] = select_indices(len(data), s.skip, limit)
+        run['indices'] = select_indices(len(data), s.skip, s.limit)
         smooth, recorded, line = _sampled('rs_certify', s, smooth, data, device,
-                                          len(run['indices']), s.N0 + s.N)
-        log = certify_dataset(smooth, data, s.outfile, n0=s.N0, n=s.N, alpha=s.alpha,
-                              batch_size=s.batch, seed=s.seed, skip=s.skip, limit=limit,
-                              bound=s.bound, images_per_batch=s.images_per_batch, device=device,
-                              progress=not s.quiet, radius=s.radius, adaptive=s.adaptive,
-                              tolerance=s.tolerance, about=about, names=COMMAND_NAMES,
-                              recorded=recorded, announce=line)
-    _report('rs_certify', s, log)
+                                          len(run['indices']), s.n0 + s.n)
+        run_dataset(smooth, data, s.outfile, s, device, not s.quiet, about, 'rs_certify', recorded,
+                    line)
+    _report('rs_certify', s, CERTIFY_COLUMNS)
     return Path(s.outfile)
 
 # %% ../nbs/07_certify.ipynb #a502eb78
-def predict_command(s, # `randsmooth.cli.PredictSettings`, checked
+def predict_command(s:PredictSettings, # checked
                    ) -> Path: # the log
-    "What `rs_predict` does: load DATASET and CHECKPOINT, then `predict_dataset`"
+    "What `rs_predict` does: load DATASET and CHECKPOINT, then predict as `s` says"
     with _ending_on_ctrl_c('rs_predict', s, PREDICT_COLUMNS) as run:
         smooth, data, device, about = _command_inputs(s, 'rs_predict')
-        limit = None if s.max == -1 else s.max
-        run['indices'] = select_indices(len(data), s.skip, limit)
+        run['indices'] = select_indices(len(data), s.skip, s.limit)
         smooth, recorded, line = _sampled('rs_predict', s, smooth, data, device,
-                                          len(run['indices']), s.N)
-        log = predict_dataset(smooth, data, s.outfile, n=s.N, alpha=s.alpha, batch_size=s.batch,
-                              seed=s.seed, skip=s.skip, limit=limit,
-                              images_per_batch=s.images_per_batch, device=device,
-                              progress=not s.quiet, about=about, names=COMMAND_NAMES,
-                              recorded=recorded, announce=line)
-    _report('rs_predict', s, log)
+                                          len(run['indices']), s.n)
+        run_dataset(smooth, data, s.outfile, s, device, not s.quiet, about, 'rs_predict', recorded,
+                    line)
+    _report('rs_predict', s, PREDICT_COLUMNS)
     return Path(s.outfile)
-
-# %% ../nbs/07_certify.ipynb #345e0b65
-from .cli import rs_certify, rs_predict   # where older console scripts look

@@ -171,8 +171,8 @@ DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED = 0.25, 0
 @functools.cache
 def _digits_split()->dict:
     "The digits as tensors in [0, 1], split once: {'train': (x, y), 'test': (x, y)}."
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from sklearn.datasets import load_digits   # deferred: scikit-learn, only for the digits
+    from sklearn.model_selection import train_test_split   # deferred: scikit-learn (as above)
     digits = load_digits()
     x = torch.from_numpy(digits.images / 16.0).float().unsqueeze(1)
     y = torch.from_numpy(digits.target).long()
@@ -244,7 +244,7 @@ def standard_transform(name:str, # `mnist`, `cifar10` or `imagenet` (the file-ba
                        augment:bool, # training augmentation (random crops and flips)?
                       ):
     "The torchvision transform from a PIL image to a float tensor in [0, 1] for dataset `name`."
-    from torchvision.transforms import v2
+    from torchvision.transforms import v2   # deferred: torchvision (slow to import), images only
     if check_dataset(name, 'name') in ('digits', 'synthetic'):
         raise ValueError(f"name: {name!r} is held in memory and needs no image transform; "
                          "use mnist, cifar10 or imagenet")
@@ -260,7 +260,7 @@ _LAZY_CLASSES = {}
 def _cifar10_class()->type:
     "`CIFAR10Files`, made on first use so that importing randsmooth does not import torchvision."
     if 'CIFAR10Files' not in _LAZY_CLASSES:
-        from torchvision.datasets import CIFAR10
+        from torchvision.datasets import CIFAR10   # deferred: torchvision (slow to import)
         class CIFAR10Files(CIFAR10):
             "torchvision's CIFAR10, checking on load only that the files exist."
             train_list = [[f, None] for f, _ in CIFAR10.train_list]
@@ -313,7 +313,7 @@ def _missing_error(name, root, missing, download)->FileNotFoundError:
 # %% ../nbs/03_data.ipynb #cae29fc2
 def _torchvision_dataset(name, root, split, transform, fetch:bool)->Dataset:
     "MNIST, CIFAR-10 or ImageNet from `root`, downloaded first if `fetch`."
-    from torchvision import datasets
+    from torchvision import datasets   # deferred: torchvision (slow to import)
     train = split == 'train'
     if name == 'cifar10':
         return _cifar10_class()(str(root), train=train, transform=transform, download=fetch)
@@ -484,7 +484,7 @@ def _tensor_data(path:Path, split:str, num_classes:int|None=None)->tuple:
 # %% ../nbs/03_data.ipynb #d44fc74d
 def _csv_labels(labels, path:Path)->tuple:
     "`(integer labels, class names or None)` from a CSV's label column."
-    import pandas as pd
+    import pandas as pd   # deferred: pandas, only for CSV data
     name = f"{path}: column {labels.name!r}"
     if pd.api.types.is_bool_dtype(labels) or not pd.api.types.is_numeric_dtype(labels):
         classes = sorted(labels.astype(str).unique())
@@ -495,7 +495,7 @@ def _csv_labels(labels, path:Path)->tuple:
 # %% ../nbs/03_data.ipynb #0d755f8c
 def _csv_data(path:Path, label_column:str, num_classes:int|None=None)->tuple:
     "`(TensorPairs, DatasetInfo)` from a CSV of numeric features and a label column."
-    import pandas as pd
+    import pandas as pd   # deferred: pandas, only for CSV data
     try: df = pd.read_csv(path)
     except Exception as e:
         raise ValueError(f"{path}: not a readable CSV file ({type(e).__name__}: {e})") from None
@@ -529,7 +529,7 @@ def image_transform(resize:int|None=None, # resize the shorter side to this many
                     crop:int|None=None, # then take the centred `crop` × `crop` square
                    ):
     "The transform from a PIL image to a float tensor of pixels in [0, 1] (no normalisation)."
-    from torchvision.transforms import v2
+    from torchvision.transforms import v2   # deferred: torchvision (slow to import), images only
     steps = ([v2.Resize(resize)] if resize else []) + ([v2.CenterCrop(crop)] if crop else [])
     return v2.Compose(steps + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
 
@@ -557,7 +557,7 @@ def _relabel(ds, classes:list):
 # %% ../nbs/03_data.ipynb #92b4f60c
 def _image_folder_dataset(folder:Path, transform, classes:list):
     "`ImageFolder(folder)` with labels indexing `classes`; a wrong layout is a clear `ValueError`."
-    from torchvision.datasets import ImageFolder
+    from torchvision.datasets import ImageFolder   # deferred: torchvision (slow to import)
     try: ds = ImageFolder(str(folder), transform=transform)
     except (FileNotFoundError, RuntimeError) as e:
         raise ValueError(f"{folder}: not an image folder in ImageFolder layout (one sub-folder of "
@@ -569,13 +569,13 @@ _GRAY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')
 
 def _load_image(path:str, mode:str):
     "The image at `path`, converted to PIL mode `mode` ('L' or 'RGB')."
-    from PIL import Image
+    from PIL import Image   # deferred: Pillow, only for image files
     with open(path, 'rb') as f: return Image.open(f).convert(mode)
 
 def _image_channels(datasets:list, channels:int|str|None)->int:
     "`channels` (None: 3); for 'auto', 1 if every image of `datasets` (all splits) is gray, else 3."
     if channels != 'auto': return channels or 3
-    from PIL import Image
+    from PIL import Image   # deferred: Pillow, only for image files
     for ds in datasets:
         for path, _ in ds.samples:
             with Image.open(path) as im:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_fast.ipynb #bc57672e
 from __future__ import annotations
-import copy, hashlib, json, operator, os, time, warnings
+import copy, ctypes, hashlib, json, operator, os, time, warnings
 from pathlib import Path
 from contextlib import nullcontext
 import torch
@@ -15,13 +15,21 @@ from .smooth import example_generator
 from .files import atomic_write
 
 # %% auto #0
-__all__ = ['relu_in_place', 'fold_batch_norm', 'inference_copy', 'compile_pays', 'command_model', 'bf16_speed_note',
-           'certify_breakdown']
+__all__ = ['relu_in_place', 'add_in_place', 'fold_batch_norm', 'inference_copy', 'compile_pays', 'reuse_freed_memory',
+           'command_model', 'bf16_speed_note', 'certify_breakdown']
 
 # %% ../nbs/11_fast.ipynb #585a2df7
 _FRESH_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear,
                   nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_FRESH_FUNCTIONS = (operator.add, torch.add)
+
+def _add_into(a, b):
+    "`a + b`, written into `a` where that is the same tensor (same shape, dtype, strides, device)."
+    if (torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and a.dtype == b.dtype
+            and a.stride() == b.stride() and a.device == b.device):
+        return a.add_(b)
+    return a + b
+
+_FRESH_FUNCTIONS = (operator.add, torch.add, _add_into)
 _RELUS = (torch.relu, torch.nn.functional.relu)
 
 # %% ../nbs/11_fast.ipynb #8430dc9d
@@ -49,6 +57,25 @@ def relu_in_place(gm:torch.fx.GraphModule # a traced module
         with gm.graph.inserting_after(node):
             in_place = gm.graph.call_function(torch.relu_, (node.args[0],))
         node.replace_all_uses_with(in_place); gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+# %% ../nbs/11_fast.ipynb #71a6b84b
+def _addition(node)->bool:
+    "Whether `node` adds two graph values with `+` or `torch.add` (no alpha, no out)."
+    return (node.op == 'call_function' and node.target in (operator.add, torch.add)
+            and len(node.args) == 2 and not node.kwargs
+            and all(isinstance(a, torch.fx.Node) for a in node.args))
+
+def add_in_place(gm:torch.fx.GraphModule # a traced module
+                )->torch.fx.GraphModule: # the same module, recompiled
+    "Make every addition of `gm` write into an operand that is fresh and has no other user."
+    for node in list(gm.graph.nodes):
+        if not _addition(node): continue
+        into = [a for a in node.args if _is_fresh(gm, a) and len(a.users) == 1]
+        if not into: continue
+        other = node.args[1] if into[0] is node.args[0] else node.args[0]
+        node.target, node.args = _add_into, (into[0], other)
     gm.recompile()
     return gm
 
@@ -150,6 +177,10 @@ def _in_place_relus(gm:torch.fx.GraphModule)->int:
     "How many in-place ReLUs the graph calls."
     return sum(n.op == 'call_function' and n.target is torch.relu_ for n in gm.graph.nodes)
 
+def _in_place_adds(gm:torch.fx.GraphModule)->int:
+    "How many additions the graph may write into an operand."
+    return sum(n.op == 'call_function' and n.target is _add_into for n in gm.graph.nodes)
+
 def _training_batch_norms(model:nn.Module)->list:
     "Names of `model`'s batch norms in training mode."
     return [name for name, m in model.named_modules()
@@ -157,28 +188,28 @@ def _training_batch_norms(model:nn.Module)->list:
 
 # %% ../nbs/11_fast.ipynb #8c6ebf01
 def _checked_copy(model:nn.Module, probe:torch.Tensor, rtol:float)->tuple:
-    "(the checked copy or `model`, batch norms folded, ReLUs put in place); warns on a fallback."
+    "(the copy or `model`, batch norms folded, ReLUs, additions put in place); warns on `model`"
     try:
         gm = torch.fx.symbolic_trace(copy.deepcopy(model))
-        bns, relus = _bn_calls(gm), _in_place_relus(gm)
-        gm = relu_in_place(fold_batch_norm(gm, probe))
+        bns, relus, adds = _bn_calls(gm), _in_place_relus(gm), _in_place_adds(gm)
+        gm = add_in_place(relu_in_place(fold_batch_norm(gm, probe)))
     except Exception as e:
         warnings.warn(f"inference_copy: cannot trace the model ({type(e).__name__}: {e}); "
                       "using it as it is")
-        return model, 0, 0
+        return model, 0, 0, 0
     with torch.inference_mode(): same = _agree(model(probe), gm(probe), rtol)
     if not same:
         warnings.warn("inference_copy: the copy disagrees with the model on the probe; "
                       "using the model as it is")
-        return model, 0, 0
-    return gm, bns - _bn_calls(gm), _in_place_relus(gm) - relus
+        return model, 0, 0, 0
+    return gm, bns - _bn_calls(gm), _in_place_relus(gm) - relus, _in_place_adds(gm) - adds
 
 # %% ../nbs/11_fast.ipynb #66cadca4
 def inference_copy(model:nn.Module, # an eval-mode model
                    probe:torch.Tensor, # a batch of typical (noisy) inputs, on the model's device
                    rtol:float=1e-4, # how far apart scores may be, relative to the largest
                   )->nn.Module: # the checked copy, or `model` itself (with a warning)
-    "A copy of `model`, batch norm folded and safe ReLUs in place, checked against it on `probe`."
+    "A copy of `model`, batch norm folded, safe ReLUs and additions in place, checked on `probe`."
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if model.training:
@@ -310,8 +341,22 @@ def compile_pays(model:nn.Module, # the eager model the run would sample
     _remember(key, {k: times[k] for k in ('eager', 'compiled', 'compile', 'capture')})
     return (_CompiledAt(model, compiled, len(z)) if _repaid(times, n_batches) else None), times
 
+# %% ../nbs/11_fast.ipynb #d7e64a4c
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters (malloc.h)
+_KEPT_BYTES = 1 << 30        # blocks below this come from the heap, and are kept when freed
+
+def reuse_freed_memory()->bool: # True where glibc now keeps freed memory; False: nothing changed
+    "Make this process's `malloc` (glibc) keep freed blocks below 1 GiB for reuse, not unmap them."
+    try:
+        if not (os.confstr('CS_GNU_LIBC_VERSION') or '').startswith('glibc'): return False
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, ValueError): return False   # no confstr, name or symbol
+    return bool(mallopt(_M_MMAP_THRESHOLD, _KEPT_BYTES)) and \
+           bool(mallopt(_M_TRIM_THRESHOLD, _KEPT_BYTES))
+
 # %% ../nbs/11_fast.ipynb #92d60efc
-def _check_command_args(model, example, n_draws, batch_size, fold, compile, amp, sigma)->tuple:
+def _check_command_args(model, example, n_draws, batch_size, fold, compile, amp, sigma,
+                        reuse_memory)->tuple:
     "The arguments of `command_model`, checked; (n_draws, batch_size, sigma)."
     if not callable(model): raise TypeError(f"model must be callable, got {type(model).__name__}")
     if not torch.is_tensor(example) or not example.is_floating_point():
@@ -322,6 +367,8 @@ def _check_command_args(model, example, n_draws, batch_size, fold, compile, amp,
     if not (isinstance(compile, bool) or compile == 'auto'):
         raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
     if amp not in (None, 'bf16'): raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
+    if not isinstance(reuse_memory, bool):
+        raise TypeError(f"reuse_memory must be True or False, got {reuse_memory!r}")
     return n_draws, batch_size, check_positive(sigma, 'sigma')
 
 def _conv_net_on_images(model, example:torch.Tensor)->bool:
@@ -334,25 +381,29 @@ def command_model(model, # the classifier the command loaded (an eval-mode modul
                   example:torch.Tensor, # one input of the run (no batch dimension), on its device
                   *, n_draws:int, # the forward-pass draws the run will make, all examples together
                   batch_size:int, # draws per forward pass
-                  fold:bool=True, # sample the exact copy (batch norm folded, ReLUs in place)
+                  fold:bool=True, # the exact copy (batch norm folded, ReLUs, additions in place)
                   compile:bool|str='auto', # torch.compile it: True, False, or 'auto' (if it pays)
                   amp:str|None=None, # the run's autocast, None or 'bf16' (recorded; timed under)
                   sigma:float=0.25, # the run's noise level (for the probe that checks the copy)
                   report:dict|None=None, # if given, filled with compile_pays's measurements
+                  reuse_memory:bool=True, # on the CPU, `reuse_freed_memory()` (the whole process)
                  )->tuple: # (the model to sample, a description of what runs)
     "The commands' default: the fastest copy of `model` equal to it up to rounding, and what it is."
     n_draws, batch_size, sigma = _check_command_args(model, example, n_draws, batch_size, fold,
-                                                     compile, amp, sigma)
-    what = dict(fold=False, relu_in_place=False, compile=False, channels_last=False, amp=amp)
-    if not isinstance(model, nn.Module): return model, what
-    if model.training or _training_batch_norms(model):
+                                                     compile, amp, sigma, reuse_memory)
+    module = isinstance(model, nn.Module)
+    if module and (model.training or _training_batch_norms(model)):
         raise ValueError("model must be in eval mode (call model.eval()): commands sample it so")
+    what = dict(fold=False, relu_in_place=False, add_in_place=False, compile=False,
+                channels_last=False, amp=amp,
+                reuse_memory=reuse_memory and example.device.type == 'cpu' and reuse_freed_memory())
+    if not module: return model, what
     f, cl = model, _conv_net_on_images(model, example)
     if fold:
         probe = _noisy_batch(example, 64, sigma, False)
-        copied, folded, in_place = _checked_copy(model, probe, 1e-4)
-        if folded or in_place:
-            f = copied; what.update(fold=folded > 0, relu_in_place=in_place > 0)
+        copied, folded, relus, adds = _checked_copy(model, probe, 1e-4)
+        if folded or relus or adds:
+            f = copied; what.update(fold=folded > 0, relu_in_place=relus > 0, add_in_place=adds > 0)
     if cl:
         what['channels_last'] = True
         try: f = (copy.deepcopy(f) if f is model else f).to(memory_format=torch.channels_last)

@@ -13,13 +13,14 @@ from torch import nn
 from fastcore.basics import patch
 from fastcore.docments import docments
 from .checks import check_alpha, check_count, check_positive
+from .runtime import eval_mode
 from .theory import certified_radius
 from .stats import lower_confidence_bound, upper_confidence_bound, predict_pvalue
 from .stats import min_samples_to_predict, min_samples_to_certify
 
 # %% auto #0
-__all__ = ['example_generator', 'PredictResult', 'CertifyResult', 'LookSchedule', 'Smooth', 'SamplingContractError',
-           'check_sampling_contract', 'certificate_from_counts', 'NumpyClassifier']
+__all__ = ['example_generator', 'PredictResult', 'CertifyResult', 'Smooth', 'SamplingContractError', 'check_sampling_contract',
+           'certificate_from_counts', 'NumpyClassifier']
 
 # %% ../nbs/02_smooth.ipynb #d1412094
 _MT_WORDS, _MT_OFFSET = 624, 24  # the Mersenne Twister's state words; their offset in get_state()
@@ -144,34 +145,6 @@ def _with_arg_docs(f):
     f.__doc__ = (f.__doc__ or '') + '\n\nArguments:\n' + '\n'.join(lines)
     return f
 
-# %% ../nbs/02_smooth.ipynb #ab2d348f
-@dataclass(frozen=True)
-class LookSchedule:
-    "When a sequential test looks: at `n_first` draws, then `growth` times as many at each look."
-    n_first:int=100   # estimation draws at the first look (an integer >= 1)
-    growth:float=2.0  # each look has `growth` times the draws of the one before (a number > 1)
-    def __post_init__(self):
-        self.check()
-        object.__setattr__(self, 'n_first', int(self.n_first))
-        object.__setattr__(self, 'growth', float(self.growth))
-
-    def check(self)->LookSchedule:
-        "`self`; an error naming the field unless `n_first` >= 1 and `growth` > 1."
-        check_count(self.n_first, 'n_first')
-        g = self.growth
-        number = isinstance(g, (int, float, np.integer, np.floating))
-        if isinstance(g, (bool, np.bool_)) or not number:
-            raise TypeError(f"growth must be a number > 1, got {g!r}")
-        if not (np.isfinite(g) and g > 1):
-            raise ValueError(f"growth must be a number > 1, got {g!r}")
-        return self
-
-    def looks(self, n:int, # the budget of draws
-             )->list: # cumulative draws at each look, ending at `n`
-        "The looks of this schedule for a budget of `n` draws (see `look_schedule`)."
-        from randsmooth.adaptive import look_schedule
-        return look_schedule(n, self.n_first, self.growth)
-
 # %% ../nbs/02_smooth.ipynb #db6c4edb
 class Smooth:
     r"""The smoothed classifier $g(x) = \arg\max_c P(f(x+\varepsilon)=c)$.
@@ -197,143 +170,6 @@ class Smooth:
     def __repr__(self):
         return (f"Smooth(num_classes={self.num_classes}, sigma={self.sigma}, amp={self.amp!r}, "
                 f"channels_last={self.channels_last!r}, eval_mode={self.eval_mode})")
-
-    @_with_arg_docs
-    def sample_counts(self, x, # one example, of any shape
-                      num:int, # number of noisy draws
-                      batch_size:int, # draws per forward pass
-                      generator:torch.Generator|None=None, # on x.device; None: the default one
-                     )->torch.Tensor: # LongTensor [num_classes] of class counts, on the CPU
-        "Class counts of the base classifier on `num` noisy copies $x + \\sigma\\varepsilon$."
-        x, (num, batch_size) = _check_one(self, x), _check_sizes(num=num, batch_size=batch_size)
-        gens = _generators(generator, None, 1, x.device)
-        return _sample_counts(self, x[None], num, batch_size, gens)[0].cpu()
-
-    @_with_arg_docs
-    def sample_counts_many(self, xs, # examples [k, *x.shape] (or a list of k tensors of one shape)
-                           num:int, # draws per example
-                           batch_size:int, # inputs per forward pass, shared by the examples
-                           generators:list|None=None, # a torch.Generator per example (xs.device)
-                          )->torch.Tensor: # LongTensor [k, num_classes] of class counts, on the CPU
-        "Class counts of the base classifier on `num` noisy copies of each example."
-        xs, (num, batch_size) = _stack_examples(xs), _check_sizes(num=num, batch_size=batch_size)
-        gens = _generators(generators, None, len(xs), xs.device)
-        return _sample_counts(self, xs, num, batch_size, gens).cpu()
-
-    @_with_arg_docs
-    def predict(self, x, # one example, of any shape
-                n:int, # number of noisy draws
-                alpha:float, # probability of returning a wrong class
-                batch_size:int, # draws per forward pass
-                generator:torch.Generator|None=None, # on x.device; None: the default one
-                *, seed:int|None=None, # instead of generator: use example_generator(seed, 0)
-               )->int: # the predicted class, or Smooth.ABSTAIN
-        "PREDICT: $g(x)$, wrong with probability at most `alpha`, or `Smooth.ABSTAIN`."
-        return self.predict_detailed(x, n, alpha, batch_size, generator, seed=seed).prediction
-
-    @_with_arg_docs
-    def predict_detailed(self, x, # one example, of any shape
-                         n:int, # number of noisy draws
-                         alpha:float, # probability of returning a wrong class
-                         batch_size:int, # draws per forward pass
-                         generator:torch.Generator|None=None, # on x.device; None: the default one
-                         *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
-                        )->PredictResult:
-        "PREDICT (Cohen et al., Section 3.2) with its counts, test and timing."
-        start, x = time.perf_counter(), _check_one(self, x)
-        n, batch_size = _check_sizes(n=n, batch_size=batch_size)
-        return _predict(self, x[None], n, check_alpha(alpha), batch_size, generator, seed, start)[0]
-
-    @_with_arg_docs
-    def predict_many(self, xs, # examples [k, *x.shape] (or a list of k tensors of one shape)
-                     n:int, # noisy draws per example
-                     alpha:float, # probability of returning a wrong class, per example
-                     batch_size:int, # inputs per forward pass, shared by the examples
-                     generators:list|None=None, # a torch.Generator per example (xs.device)
-                     *, seed:int|None=None, # instead: example i uses example_generator(seed, i)
-                    )->list: # a PredictResult per example
-        "PREDICT for several examples; each gets the result it would get alone with its generator."
-        start, xs = time.perf_counter(), _stack_examples(xs)
-        n, batch_size = _check_sizes(n=n, batch_size=batch_size)
-        return _predict(self, xs, n, check_alpha(alpha), batch_size, generators, seed, start)
-
-    @_with_arg_docs
-    def certify(self, x, # one example, of any shape
-                n0:int, # number of selection draws
-                n:int, # number of estimation draws
-                alpha:float, # failure probability of the certificate
-                batch_size:int, # draws per forward pass
-                generator:torch.Generator|None=None, # on x.device; None: the default one
-                bound:str='cohen', # 'cohen' or 'bonferroni'
-                *, seed:int|None=None, # instead of generator: use example_generator(seed, 0)
-               )->tuple: # (class, radius), or (Smooth.ABSTAIN, 0.0)
-        "CERTIFY: $g(x)$ and a radius within which it is constant, right w.p. >= 1 - alpha."
-        r = self.certify_detailed(x, n0, n, alpha, batch_size, generator, bound, seed=seed)
-        return r.prediction, r.radius
-
-    @_with_arg_docs
-    def certify_detailed(self, x, # one example, of any shape
-                         n0:int, # number of selection draws
-                         n:int, # number of estimation draws
-                         alpha:float, # failure probability of the certificate
-                         batch_size:int, # draws per forward pass
-                         generator:torch.Generator|None=None, # on x.device; None: the default one
-                         bound:str='cohen', # 'cohen' or 'bonferroni'
-                         *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
-                        )->CertifyResult:
-        "CERTIFY (Cohen et al., Section 3.2) with its counts, bounds and timing."
-        start, x = time.perf_counter(), _check_one(self, x)
-        n0, n, batch_size = _check_sizes(n0=n0, n=n, batch_size=batch_size)
-        alpha = check_alpha(alpha)
-        return _certify(self, x[None], n0, n, alpha, batch_size, generator, bound, seed, start)[0]
-
-    @_with_arg_docs
-    def certify_many(self, xs, # examples [k, *x.shape] (or a list of k tensors of one shape)
-                     n0:int, # selection draws per example
-                     n:int, # estimation draws per example
-                     alpha:float, # failure probability of each certificate
-                     batch_size:int, # inputs per forward pass, shared by the examples
-                     generators:list|None=None, # a torch.Generator per example (xs.device)
-                     bound:str='cohen', # 'cohen' or 'bonferroni'
-                     *, seed:int|None=None, # instead: example i uses example_generator(seed, i)
-                    )->list: # a CertifyResult per example (unpacks as (prediction, radius))
-        "CERTIFY for several examples; each gets the result it would get alone with its generator."
-        start, xs = time.perf_counter(), _stack_examples(xs)
-        n0, n, batch_size = _check_sizes(n0=n0, n=n, batch_size=batch_size)
-        alpha = check_alpha(alpha)
-        return _certify(self, xs, n0, n, alpha, batch_size, generators, bound, seed, start)
-
-    @_with_arg_docs
-    def certify_at_radius(self, x, # one example, of any shape
-                          radius:float, # the radius to certify at (units of x)
-                          n0:int, # selection draws
-                          n:int, # the most estimation draws to spend
-                          alpha:float, # probability of certifying falsely
-                          batch_size:int, # draws per forward pass
-                          generator:torch.Generator|None=None, # on x.device (or None)
-                          *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
-                          schedule:LookSchedule|None=None, # when to look; None: `LookSchedule()`
-                         ):
-        "Whether $g$ is constant within `radius`, stopping early (`randsmooth.adaptive`)."
-        from randsmooth import adaptive
-        return adaptive.certify_at_radius(self, x, radius, n0, n, alpha, batch_size, generator,
-                                          seed=seed, schedule=schedule)
-
-    @_with_arg_docs
-    def certify_adaptive(self, x, # one example, of any shape
-                         n0:int, # selection draws
-                         n:int, # the most estimation draws to spend
-                         alpha:float, # failure probability of the certificate
-                         batch_size:int, # draws per forward pass
-                         tolerance:float|None=None, # stop when within this of the best reachable
-                         generator:torch.Generator|None=None, # on x.device (or None)
-                         *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
-                         schedule:LookSchedule|None=None, # when to look; None: `LookSchedule()`
-                        ):
-        "CERTIFY with as few draws as the radius needs (`randsmooth.adaptive`)."
-        from randsmooth import adaptive
-        return adaptive.certify_adaptive(self, x, n0, n, alpha, batch_size, tolerance, generator,
-                                         seed=seed, schedule=schedule)
 
 # %% ../nbs/02_smooth.ipynb #ae098716
 def _check_examples(xs, name):
@@ -545,21 +381,16 @@ def _check_state(f, before:tuple):
 
 # %% ../nbs/02_smooth.ipynb #6422986a
 @contextmanager
-def _sampling_mode(f, eval_mode:bool):
-    "The per-call guard: `f` in eval mode (set directly, verified), its state kept, modes restored."
+def _sampling_mode(f, on:bool):
+    "The per-call guard: `f` in eval mode if `on` (set, verified), its state kept, modes restored."
     if not isinstance(f, nn.Module): yield; return
-    _check_layers(f, eval_mode)
-    modes = [(m, m.training) for m in f.modules()]
-    try:
-        if eval_mode:
-            for m, _ in modes: m.training = False
-        _check_modes(f, eval_mode, 'after being set to eval mode')
+    _check_layers(f, on)
+    with eval_mode(f, on):
+        _check_modes(f, on, 'after being set to eval mode')
         before = _state(f)
         yield
-        _check_modes(f, eval_mode, 'after a forward pass')
+        _check_modes(f, on, 'after a forward pass')
         _check_state(f, before)
-    finally:
-        for m, training in modes: m.training = training
 
 # %% ../nbs/02_smooth.ipynb #e23e780d
 _PROBE_SEED, _PROBE_PARTNERS = 20_231, 7
@@ -710,6 +541,34 @@ def _sample_counts(smooth, xs, num, batch_size, generators):
         raise ValueError("base_classifier returned NaN or infinite scores on noisy inputs")
     return torch.cat(parts)
 
+# %% ../nbs/02_smooth.ipynb #af131f76
+@patch
+@_with_arg_docs
+def sample_counts(self:Smooth,
+                  x, # one example, of any shape
+                  num:int, # number of noisy draws
+                  batch_size:int, # draws per forward pass
+                  generator:torch.Generator|None=None, # on x.device; None: the default one
+                 )->torch.Tensor: # LongTensor [num_classes] of class counts, on the CPU
+    "Class counts of the base classifier on `num` noisy copies $x + \\sigma\\varepsilon$."
+    x, (num, batch_size) = _check_one(self, x), _check_sizes(num=num, batch_size=batch_size)
+    gens = _generators(generator, None, 1, x.device)
+    return _sample_counts(self, x[None], num, batch_size, gens)[0].cpu()
+
+# %% ../nbs/02_smooth.ipynb #56469b6d
+@patch
+@_with_arg_docs
+def sample_counts_many(self:Smooth,
+                       xs, # examples [k, *x.shape] (or a list of k tensors of one shape)
+                       num:int, # draws per example
+                       batch_size:int, # inputs per forward pass, shared by the examples
+                       generators:list|None=None, # a torch.Generator per example (xs.device)
+                      )->torch.Tensor: # LongTensor [k, num_classes] of class counts, on the CPU
+    "Class counts of the base classifier on `num` noisy copies of each example."
+    xs, (num, batch_size) = _stack_examples(xs), _check_sizes(num=num, batch_size=batch_size)
+    gens = _generators(generators, None, len(xs), xs.device)
+    return _sample_counts(self, xs, num, batch_size, gens).cpu()
+
 # %% ../nbs/02_smooth.ipynb #ca3c654e
 def _sample_noise(self, x, num, batch_size):
     "The reference implementation's name for `sample_counts`, returning a NumPy array."
@@ -744,6 +603,52 @@ def _predict(smooth, xs, n, alpha, batch_size, generators, seed, start):
     seconds = (time.perf_counter() - start) / len(xs)
     return [PredictResult(int(c), int(a), int(b), n, float(p), cnt, seconds)
             for c, a, b, p, cnt in zip(prediction, nA, nB, pvalue, counts)]
+
+# %% ../nbs/02_smooth.ipynb #4431a77b
+@patch
+@_with_arg_docs
+def predict_detailed(self:Smooth,
+                     x, # one example, of any shape
+                     n:int, # number of noisy draws
+                     alpha:float, # probability of returning a wrong class
+                     batch_size:int, # draws per forward pass
+                     generator:torch.Generator|None=None, # on x.device; None: the default one
+                     *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
+                    )->PredictResult:
+    "PREDICT (Cohen et al., Section 3.2) with its counts, test and timing."
+    start, x = time.perf_counter(), _check_one(self, x)
+    n, batch_size = _check_sizes(n=n, batch_size=batch_size)
+    return _predict(self, x[None], n, check_alpha(alpha), batch_size, generator, seed, start)[0]
+
+# %% ../nbs/02_smooth.ipynb #c4766a71
+@patch
+@_with_arg_docs
+def predict(self:Smooth,
+            x, # one example, of any shape
+            n:int, # number of noisy draws
+            alpha:float, # probability of returning a wrong class
+            batch_size:int, # draws per forward pass
+            generator:torch.Generator|None=None, # on x.device; None: the default one
+            *, seed:int|None=None, # instead of generator: use example_generator(seed, 0)
+           )->int: # the predicted class, or Smooth.ABSTAIN
+    "PREDICT: $g(x)$, wrong with probability at most `alpha`, or `Smooth.ABSTAIN`."
+    return self.predict_detailed(x, n, alpha, batch_size, generator, seed=seed).prediction
+
+# %% ../nbs/02_smooth.ipynb #f112cb6d
+@patch
+@_with_arg_docs
+def predict_many(self:Smooth,
+                 xs, # examples [k, *x.shape] (or a list of k tensors of one shape)
+                 n:int, # noisy draws per example
+                 alpha:float, # probability of returning a wrong class, per example
+                 batch_size:int, # inputs per forward pass, shared by the examples
+                 generators:list|None=None, # a torch.Generator per example (xs.device)
+                 *, seed:int|None=None, # instead: example i uses example_generator(seed, i)
+                )->list: # a PredictResult per example
+    "PREDICT for several examples; each gets the result it would get alone with its generator."
+    start, xs = time.perf_counter(), _stack_examples(xs)
+    n, batch_size = _check_sizes(n=n, batch_size=batch_size)
+    return _predict(self, xs, n, check_alpha(alpha), batch_size, generators, seed, start)
 
 # %% ../nbs/02_smooth.ipynb #a63e9d64
 _BOUNDS = ('cohen', 'bonferroni')
@@ -799,6 +704,61 @@ def _certify(smooth, xs, n0, n, alpha, batch_size, generators, bound, seed, star
     return [CertifyResult(int(c), float(r), n0, n, int(a), int(b), float(pa), float(pb), sel, cnt,
                           seconds, int(cand))
             for cand, a, b, pa, pb, c, r, sel, cnt in zip(*decided, selection, counts)]
+
+# %% ../nbs/02_smooth.ipynb #8d3e747c
+@patch
+@_with_arg_docs
+def certify_detailed(self:Smooth,
+                     x, # one example, of any shape
+                     n0:int, # number of selection draws
+                     n:int, # number of estimation draws
+                     alpha:float, # failure probability of the certificate
+                     batch_size:int, # draws per forward pass
+                     generator:torch.Generator|None=None, # on x.device; None: the default one
+                     bound:str='cohen', # 'cohen' or 'bonferroni'
+                     *, seed:int|None=None, # instead of generator: example_generator(seed, 0)
+                    )->CertifyResult:
+    "CERTIFY (Cohen et al., Section 3.2) with its counts, bounds and timing."
+    start, x = time.perf_counter(), _check_one(self, x)
+    n0, n, batch_size = _check_sizes(n0=n0, n=n, batch_size=batch_size)
+    alpha = check_alpha(alpha)
+    return _certify(self, x[None], n0, n, alpha, batch_size, generator, bound, seed, start)[0]
+
+# %% ../nbs/02_smooth.ipynb #4e82645f
+@patch
+@_with_arg_docs
+def certify(self:Smooth,
+            x, # one example, of any shape
+            n0:int, # number of selection draws
+            n:int, # number of estimation draws
+            alpha:float, # failure probability of the certificate
+            batch_size:int, # draws per forward pass
+            generator:torch.Generator|None=None, # on x.device; None: the default one
+            bound:str='cohen', # 'cohen' or 'bonferroni'
+            *, seed:int|None=None, # instead of generator: use example_generator(seed, 0)
+           )->tuple: # (class, radius), or (Smooth.ABSTAIN, 0.0)
+    "CERTIFY: $g(x)$ and a radius within which it is constant, right w.p. >= 1 - alpha."
+    r = self.certify_detailed(x, n0, n, alpha, batch_size, generator, bound, seed=seed)
+    return r.prediction, r.radius
+
+# %% ../nbs/02_smooth.ipynb #9df585c8
+@patch
+@_with_arg_docs
+def certify_many(self:Smooth,
+                 xs, # examples [k, *x.shape] (or a list of k tensors of one shape)
+                 n0:int, # selection draws per example
+                 n:int, # estimation draws per example
+                 alpha:float, # failure probability of each certificate
+                 batch_size:int, # inputs per forward pass, shared by the examples
+                 generators:list|None=None, # a torch.Generator per example (xs.device)
+                 bound:str='cohen', # 'cohen' or 'bonferroni'
+                 *, seed:int|None=None, # instead: example i uses example_generator(seed, i)
+                )->list: # a CertifyResult per example (unpacks as (prediction, radius))
+    "CERTIFY for several examples; each gets the result it would get alone with its generator."
+    start, xs = time.perf_counter(), _stack_examples(xs)
+    n0, n, batch_size = _check_sizes(n0=n0, n=n, batch_size=batch_size)
+    alpha = check_alpha(alpha)
+    return _certify(self, xs, n0, n, alpha, batch_size, generators, bound, seed, start)
 
 # %% ../nbs/02_smooth.ipynb #0f3c2472
 def _estimator_classes(fn):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #66d3f24b
 from __future__ import annotations
-import dataclasses, gc, importlib.util, json, math, os, sys, time
+import gc, inspect, json, math, os, sys, time
 from types import SimpleNamespace
 from functools import partial
 from pathlib import Path
@@ -19,66 +19,17 @@ from fastcore.basics import patch
 from .settings import TrainSettings
 from .files import atomic_write, ensure_folder, tsv_line
 from .data import DATASETS, TensorPairs, dataset_info, get_dataset, load_dataset
-from .models import check_arch, get_architecture, save_checkpoint, load_checkpoint
-from .runtime import resolve_device, resolve_amp, resolve_channels_last, distributed_env, init_distributed, all_reduce_sum
+from .models import check_arch, get_architecture
+from .model_files import save_checkpoint, load_checkpoint
+from .methods import add_noise, make_objective, objective_options
+from .runtime import resolve_device, resolve_amp, resolve_channels_last, distributed_env
+from .runtime import init_distributed, all_reduce_sum
 
 # %% auto #0
 __all__ = ['LOG_COLUMNS', 'CHECKPOINT_NAME', 'LOG_NAME', 'SETTINGS_NAME', 'RECIPE', 'BEFORE_METHODS', 'DEFAULT_EPOCHS',
-           'OPTIMIZERS', 'add_noise', 'GaussianObjective', 'make_objective', 'objective_options', 'train_step',
-           'eval_step', 'epoch_seed', 'EpochBatchSampler', 'IndexedDataset', 'default_workers', 'make_loader',
-           'run_epoch', 'write_log', 'append_log', 'read_train_log', 'check_same_recipe', 'default_epochs',
-           'make_optimizer', 'train']
-
-# %% ../nbs/05_train.ipynb #8c62a713
-def add_noise(x:torch.Tensor, # a batch of inputs, on any device
-              sigma:float, # the noise level σ: standard deviation of every coordinate's noise
-              generator:torch.Generator|None=None, # an RNG on `x.device`; None: the default RNG
-             )->torch.Tensor: # `x + σ·ε`, a fresh `ε ~ N(0, I)` for every coordinate
-    "Gaussian data augmentation: a new tensor `x + σ·ε` on `x`'s device, in its dtype and layout."
-    if sigma == 0: return x.clone()
-    return torch.empty_like(x).normal_(0.0, sigma, generator=generator).add_(x)
-
-# %% ../nbs/05_train.ipynb #0b1ec7e2
-class GaussianObjective:
-    "The paper's objective: the cross-entropy of `model(x + σ·ε)`, one fresh `ε` per example."
-    noisy_copies = 1
-    def __init__(self, sigma:float): # the noise level σ
-        self.sigma = sigma
-    def __call__(self, model, x, y)->tuple: # (mean loss over the batch, logits)
-        logits = model(add_noise(x, self.sigma))
-        return F.cross_entropy(logits, y), logits
-    def __repr__(self): return f"GaussianObjective(sigma={self.sigma})"
-
-# %% ../nbs/05_train.ipynb #0b1ec7e5
-def make_objective(method:str='gaussian', # a training method (see `randsmooth.methods`)
-                   options:dict|str|None=None, # its options: a dict or 'name=value,name=value'
-                   *,
-                   sigma:float, # the noise level σ
-                   num_classes:int, # the number of classes
-                  ):
-    "The objective that `method` with `options` minimises; bad input is refused before any work."
-    if importlib.util.find_spec('randsmooth.methods') is not None:
-        from randsmooth.methods import make_objective as from_methods
-        return from_methods(method, options, sigma=sigma, num_classes=num_classes)
-    if method != 'gaussian':
-        raise ValueError(f"method: unknown method {method!r}; valid methods are gaussian")
-    if options: raise ValueError(f"method_options: 'gaussian' takes no options, got {options!r}")
-    return GaussianObjective(sigma)
-
-# %% ../nbs/05_train.ipynb #0b1ec7e8
-def _plain(v): return v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-
-# %% ../nbs/05_train.ipynb #0b1ee8s1
-def objective_options(objective, # as made by `make_objective`
-                      given:dict|str|None=None, # the options it was made from
-                     )->dict: # names and plain values (numbers, strings)
-    "The hyper-parameters `objective` runs with, as a plain dict."
-    opts = getattr(objective, 'options', None)
-    if dataclasses.is_dataclass(opts) and not isinstance(opts, type):
-        opts = dataclasses.asdict(opts)
-    if not isinstance(opts, dict):
-        opts = given if isinstance(given, dict) else ({'options': given} if given else {})
-    return {str(k): _plain(v) for k, v in opts.items()}
+           'OPTIMIZERS', 'train_step', 'eval_step', 'epoch_seed', 'EpochBatchSampler', 'IndexedDataset',
+           'default_workers', 'make_loader', 'run_epoch', 'write_log', 'append_log', 'read_train_log',
+           'check_same_recipe', 'default_epochs', 'make_optimizer', 'train_settings', 'train']
 
 # %% ../nbs/05_train.ipynb #8b5e6173
 def train_step(model:torch.nn.Module, # the classifier (its first layer normalises), in train mode
@@ -261,7 +212,7 @@ def append_log(path:Path, # the log file, already holding its header
 def read_train_log(path:Path, # a training log written by `train`
                   )->'pandas.DataFrame':
     "A training log as a pandas DataFrame, one row per epoch."
-    import pandas as pd
+    import pandas as pd    # deferred: pandas, only to read a log back
     return pd.read_csv(path, sep='\t')
 
 # %% ../nbs/05_train.ipynb #0c1dc0a2
@@ -397,44 +348,36 @@ def _setup(run, model:torch.nn.Module, meta:dict|None, s:TrainSettings):
     run.net = DistributedDataParallel(run.model, device_ids=ids) if ddp else run.model
 
 # %% ../nbs/05_train.ipynb #b21acef7
-def train(dataset:str, # a named dataset, or a path to data (see `randsmooth.data.load_dataset`)
-          arch:str, # the base classifier's architecture (see `randsmooth.models.check_arch`)
-          outdir:str|Path, # folder for `checkpoint.pth.tar`, `log.tsv` and `settings.json`
-          sigma:float, # noise level σ (>= 0), in the units of the inputs ([0, 1] pixels)
-          epochs:int|None=None, # total epochs; None: `default_epochs(dataset)`, on resume the run's
-          batch:int=256, # global batch size, summed over all processes (the paper: 400)
-          lr:float=0.1, # initial learning rate of SGD
-          lr_step:int=30, # multiply the learning rate by `gamma` every this many epochs
-          gamma:float=0.1, # learning-rate decay factor
-          momentum:float=0.9, # SGD momentum
-          weight_decay:float=1e-4, # L2 weight decay
-          workers:int|None=None, # loader processes per GPU; None: `default_workers`
-          data_dir:str|Path|None=None, # where the dataset's files are (`resolve_data_dir`)
-          seed:int=0, # seed of the initial weights, the example order and the noise
-          resume:bool=False, # continue the run in `outdir` (or start one if there is none)
-          device:str='auto', # 'auto' (this process's GPU if any, else CPU), 'cpu', 'cuda:1', ...
-          amp:str='auto', # mixed precision: 'auto' (on GPUs), 'bf16', 'fp16', 'off'
-          channels_last:str|bool='auto', # channels-last layout: 'auto' (images on GPU), 'on', 'off'
-          stop_after:int|None=None, # stop after this many epochs in this call; None: at `epochs`
-          download:bool=False, # may MNIST / CIFAR-10 be downloaded if missing?
-          progress:bool=True, # progress bars and a line per epoch (rank 0 only)
-          method:str='gaussian', # the training objective (see `make_objective`)
-          method_options:dict|str|None=None, # its options: a dict or 'name=value,name=value'
-          resize:int|None=None, # image folders: resize the shorter side to this many pixels
-          crop:int|None=None, # image folders: then take the centred `crop` × `crop` square
-          label_column:str='label', # CSV data: the column holding the labels
+_FIELDS = inspect.signature(TrainSettings, eval_str=True)
+_GIVEN = _FIELDS.replace(parameters=[p for p in _FIELDS.parameters.values() if p.name != 'quiet'])
+
+def _signature_of_settings(f):
+    "Give `f(*args, progress, **kwargs)` the parameters and docments of `TrainSettings`' fields."
+    own = inspect.signature(f, eval_str=True)
+    f.__signature__ = own.replace(parameters=[*_GIVEN.parameters.values(),
+                                              own.parameters['progress']])
+    f.__delwrap__ = TrainSettings     # fastcore's docments read the fields' comments there
+    return f
+
+@_signature_of_settings
+def train_settings(*args, # `TrainSettings`' fields in its order: dataset, arch, outdir, sigma, ...
+                   progress:bool=True, # progress bars and a line per epoch (rank 0): not `quiet`
+                   **kwargs, # the other fields of `TrainSettings`, by name
+                  )->TrainSettings: # checked; paths as strings, `quiet=not progress`
+    "The checked settings of the run that `train(*args, progress, **kwargs)` would train."
+    given = _GIVEN.bind(*args, **kwargs).arguments
+    given = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in given.items()}
+    s = TrainSettings(**given, quiet=not progress)
+    s.check()
+    return s
+
+@_signature_of_settings
+def train(*args, # `TrainSettings`' fields in its order: dataset, arch, outdir, sigma, ...
+          progress:bool=True, # progress bars and a line per epoch (rank 0 only): not `quiet`
+          **kwargs, # the other fields of `TrainSettings`, by name
          )->Path: # the checkpoint `outdir/checkpoint.pth.tar`
     "Train `arch` on `dataset` under noise σ with SGD and a step schedule, on any number of GPUs."
-    s = TrainSettings(dataset=dataset, arch=arch, outdir=str(outdir), sigma=sigma, epochs=epochs,
-                      batch=batch, lr=lr, lr_step=lr_step, gamma=gamma, momentum=momentum,
-                      weight_decay=weight_decay, method=method, method_options=method_options,
-                      workers=workers, data_dir=None if data_dir is None else str(data_dir),
-                      seed=seed, resume=resume,
-                      device=device, amp=amp, channels_last=channels_last, stop_after=stop_after,
-                      download=download, quiet=not progress, resize=resize, crop=crop,
-                      label_column=label_column)
-    s.check()
-    return _train(s)
+    return _train(train_settings(*args, progress=progress, **kwargs))
 
 # %% ../nbs/05_train.ipynb #b21acef0
 def _same_examples(a, b)->bool:
@@ -513,11 +456,3 @@ def _fit(run, model:torch.nn.Module, meta:dict|None, s:TrainSettings):
                                  device=run.device.type, amp=amp, channels_last=run.channels_last))
     for epoch in range(run.start + 1, last + 1): _save(run, _epoch(run, epoch))
     if run.world_size > 1: dist.barrier()
-
-# %% ../nbs/05_train.ipynb #a626cff3
-if __name__ == '__main__' and '__file__' in globals():   # python -m randsmooth.train (torchrun -m)
-    from randsmooth.cli import rs_train
-    rs_train()
-
-# %% ../nbs/05_train.ipynb #a626cff4
-from .cli import rs_train  # the console script's old home (settings.ini)

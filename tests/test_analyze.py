@@ -237,7 +237,7 @@ def test_sequential_logs_are_never_credited_more(tmp_path):
     radius = 0.25 * norm.ppf(pA)
     rows = [(0, 3, 3, repr(float(radius)), 1, 0.1, 100, 400, 390, 10, repr(float(pA)))]
     path = our_log(tmp_path, 'adaptive.tsv', rows, mode='adaptive')
-    from randsmooth.analyze import reanalyze
+    from randsmooth.reanalysis import reanalyze
     again = reanalyze(path).radius.iloc[0]
     assert again <= radius + 1e-12 and abs(again - radius) < 1e-9
     assert 0.25 * norm.ppf(beta.ppf(alpha, 390, 11)) > radius + 0.01      # the full-alpha reading overstates
@@ -263,7 +263,8 @@ ADAPTIVE = dict(sigma=0.25, N=20_000, alpha=0.001, mode='adaptive', adaptive=Tru
 
 def test_adaptive_log_without_its_settings_is_refused(tmp_path):
     "20-D: an adaptive log without its own settings file was re-decided as fixed-n at full alpha."
-    from randsmooth.analyze import reanalyze, read_log
+    from randsmooth.reanalysis import reanalyze
+    from randsmooth.logs import read_log
     rows = adaptive_rows()
     path = our_log(tmp_path, 'adaptive.tsv', rows, **ADAPTIVE)
     logged = read_log(path).radius.to_numpy()
@@ -289,7 +290,7 @@ def test_adaptive_log_without_its_settings_is_refused(tmp_path):
 def test_adaptive_log_at_its_budget_read_as_fixed_is_refused(tmp_path):
     "Every row at the last look (n = N for all): only the rows' pA_lower tell it was sequential."
     import numpy as np
-    from randsmooth.analyze import reanalyze, certified_accuracy_bound
+    from randsmooth.reanalysis import reanalyze, certified_accuracy_bound
     rows = [r for r in adaptive_rows(N=1000, ps=np.full(12, 0.96), tolerance=0.0) if r[7] == 1000]
     assert len(rows) >= 6
     fixed = dict(sigma=0.25, alpha=0.001, N=1000)
@@ -320,9 +321,9 @@ def counted_rows(nAs=(980, 800, 400, 900), labels=(3, 1, 2, 4), predicted=(3, 1,
 def test_what_if_is_marked_and_never_valid(tmp_path):
     "20-D: reanalyze(n=...) looked like a run's log, and certified_accuracy_bound took it as one."
     import matplotlib; matplotlib.use('Agg')
-    from randsmooth.analyze import (reanalyze, certified_accuracy_bound, certified_accuracy_table,
-                                    log_label, plot_certified_accuracy, summary_table,
-                                    best_sigma_table)
+    from randsmooth.reanalysis import reanalyze, certified_accuracy_bound
+    from randsmooth.analyze import (certified_accuracy_table, log_label, plot_certified_accuracy,
+                                    summary_table, best_sigma_table)
     path = our_log(tmp_path, 'run.tsv', counted_rows())
     honest = reanalyze(path)
     assert not honest.attrs.get('what_if') and 'what-if' not in log_label(honest)
@@ -346,7 +347,8 @@ def test_infer_counts_never_raises_a_radius():
     "20-D: infer_counts took the closest count, above the true one in about half the rows."
     import numpy as np
     import pandas as pd
-    from randsmooth.analyze import infer_counts, reanalyze, rounding_slack
+    from randsmooth.reanalysis import infer_counts, reanalyze
+    from randsmooth.analyze import rounding_slack
     from randsmooth.smooth import certificate_from_counts
     N, alpha, sigma, m = 100_000, 0.001, 0.5, 6000
     rng = np.random.default_rng(0)
@@ -371,7 +373,7 @@ def test_adaptive_reanalysis_keeps_alpha():
     import numpy as np
     import pandas as pd
     from scipy.stats import binom, norm
-    from randsmooth.analyze import reanalyze
+    from randsmooth.reanalysis import reanalyze
     from randsmooth.stats import lower_confidence_bound
     alpha, N, trials, p = 0.05, 2000, 1000, 0.8
     rows = adaptive_rows(N=N, alpha=alpha, sigma=1.0, ps=np.full(trials, p), seed=1,
@@ -392,7 +394,9 @@ def test_adaptive_reanalysis_keeps_alpha():
                          [('imagenet', 0.5, 0.01), ('cifar10', 0.12, 0.001)])
 def test_reference_logs_still_reanalyse(dataset, sigma, alpha):
     "The paper's logs: read, counts inferred, re-analysed, never above their radii (to rounding)."
-    from randsmooth.analyze import read_log, infer_counts, reanalyze, rounding_slack
+    from randsmooth.logs import read_log
+    from randsmooth.reanalysis import infer_counts, reanalyze
+    from randsmooth.analyze import rounding_slack
     log = read_log(reference_log(dataset, sigma))
     again = reanalyze(infer_counts(log, alpha=alpha)).radius.to_numpy()
     logged = log.radius.to_numpy()

@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from randsmooth.analyze import read_log, certified_accuracy, clean_accuracy
-from randsmooth.certify import (CERTIFY_COLUMNS, PREDICT_COLUMNS, certify_dataset, settings_path, part_paths,
-                                read_log_rows, model_fingerprint, certify_command)
-from randsmooth.cli import CertifySettings
+from randsmooth.analyze import certified_accuracy, clean_accuracy
+from randsmooth.logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, read_log, settings_path, part_paths, read_log_rows
+from randsmooth.certify import certify_dataset, model_fingerprint, certify_command
+from randsmooth.settings import CertifySettings
 from randsmooth.data import get_dataset
-from randsmooth.models import get_architecture, load_model, save_checkpoint
+from randsmooth.models import get_architecture
+from randsmooth.model_files import load_model, save_checkpoint
 from randsmooth.smooth import Smooth
 
 BIN = Path(sys.executable).parent
@@ -284,8 +285,8 @@ def test_commands_sample_an_exact_fast_copy_and_say_so(certified, checkpoint, tm
     first = done.stderr.splitlines()[0]
     assert first.startswith('rs_predict: sampling an exact copy of checkpoint.pth.tar (ReLUs in place'), first
     out = tmp_path/'as_loaded.tsv'                                    # turned off: the model as loaded
-    settings = CertifySettings('digits', str(checkpoint), 0.25, str(out), N0=100, N=1000, batch=10_000,
-                               skip=15, seed=3, max=3, quiet=True, fast=False)
+    settings = CertifySettings('digits', str(checkpoint), 0.25, str(out), n0=100, n=1000, batch_size=10_000,
+                               skip=15, seed=3, limit=3, quiet=True, fast=False)
     settings.check()
     certify_command(settings)
     assert json.loads(settings_path(out).read_text())['fast'] == {'fast': False, 'why': 'fast=False'}

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from randsmooth.analyze import analyze
-from randsmooth.certify import settings_path
 from randsmooth.data import get_dataset, load_dataset
-from randsmooth.models import get_architecture, save_checkpoint
+from randsmooth.logs import settings_path
+from randsmooth.model_files import save_checkpoint
+from randsmooth.models import get_architecture
 
 TINY = ['--N0', 10, '--N', 100, '--batch', 100, '--quiet']
 COMPARED = ['idx', 'label', 'predict', 'radius', 'correct', 'n0', 'n', 'nA', 'nB', 'pA_lower']

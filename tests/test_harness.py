@@ -17,11 +17,13 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+import randsmooth.adaptive  # attaches Smooth.certify_at_radius and Smooth.certify_adaptive (@patch)
 import randsmooth.smooth as smooth_module
-from randsmooth.analyze import certified_accuracy_bound, read_log, reanalyze
-from randsmooth.certify import certify_dataset, part_paths, settings_path
+from randsmooth.certify import certify_dataset
+from randsmooth.logs import part_paths, read_log, settings_path
 from randsmooth.harness import check_certificates, failure_budget, linear_cases, linear_module
-from randsmooth.models import save_checkpoint
+from randsmooth.model_files import save_checkpoint
+from randsmooth.reanalysis import certified_accuracy_bound, reanalyze
 from randsmooth.smooth import NumpyClassifier, Smooth, example_generator
 
 SamplingContractError = getattr(smooth_module, 'SamplingContractError', None)   # planned (engineer A)

@@ -7,9 +7,10 @@ an ONNX classifier (issue 20-C: the trace would record onnxruntime's output as a
 import os, subprocess, sys
 from pathlib import Path
 import pytest, torch
-from randsmooth.analyze import read_log
+from randsmooth.logs import read_log
 from randsmooth.methods import export_denoised
-from randsmooth.models import get_architecture, load_checkpoint, save_checkpoint
+from randsmooth.models import get_architecture
+from randsmooth.model_files import load_checkpoint, save_checkpoint
 from randsmooth.train import CHECKPOINT_NAME, LOG_NAME, read_train_log
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
@@ -107,8 +108,10 @@ def test_method_under_torchrun(tmp_path, method):
     with the method recorded; the attacks' passes bypass DDP, the step syncs."""
     out, options = tmp_path/'ddp', DDP_OPTIONS[method]
     extra = ['--method_options', options] if options else []
+    rs_train = [sys.executable, '-c', "import sys; sys.argv[0] = 'rs_train'; "
+                "from randsmooth.cli import rs_train; sys.exit(rs_train())"]   # the console script
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
-                        '--nproc_per_node', '2', '-m', 'randsmooth.train', 'digits', 'small_cnn',
+                        '--nproc_per_node', '2', '--no-python', *rs_train, 'digits', 'small_cnn',
                         str(out), *COMMON, '--epochs', '1', '--method', method, *extra],
                        capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

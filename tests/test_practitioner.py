@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from randsmooth.data import DatasetInfo
-from randsmooth.models import get_architecture, save_checkpoint, read_meta
+from randsmooth.model_files import read_meta, save_checkpoint
+from randsmooth.models import get_architecture
 
 BIN = Path(sys.executable).parent
 ENV = os.environ | {'OMP_NUM_THREADS': '1'}

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest, torch
 from randsmooth.data import get_dataset
-from randsmooth.models import load_checkpoint
+from randsmooth.model_files import load_checkpoint
+from randsmooth.methods import GaussianObjective, add_noise
 from randsmooth.train import CHECKPOINT_NAME, LOG_NAME, SETTINGS_NAME, read_train_log
 
 ARCH = 'small_cnn'
@@ -13,7 +14,10 @@ ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}   # one thread per process: fast, b
 N_TRAIN = len(get_dataset('digits', 'train'))
 RUN_FILES = (CHECKPOINT_NAME, LOG_NAME, SETTINGS_NAME)
 
-def command(*args): return [sys.executable, '-m', 'randsmooth.train', *map(str, args)]
+RS_TRAIN = [sys.executable, '-c', "import sys; sys.argv[0] = 'rs_train'; "
+            "from randsmooth.cli import rs_train; sys.exit(rs_train())"]   # the console script
+
+def command(*args): return [*RS_TRAIN, *map(str, args)]
 
 def run(*args, timeout=300):
     return subprocess.run(command(*args), capture_output=True, text=True, timeout=timeout, env=ENV)
@@ -32,7 +36,7 @@ def test_torchrun_two_processes(tmp_path):
     "2 processes with gloo: every example once per epoch, one log row per epoch, loss down."
     out = tmp_path/'ddp'
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
-                        '--nproc_per_node', '2', '-m', 'randsmooth.train', 'digits', ARCH, str(out),
+                        '--nproc_per_node', '2', '--no-python', *RS_TRAIN, 'digits', ARCH, str(out),
                         '--sigma', '0.25', '--epochs', '2', '--batch', '64', '--quiet'],
                        capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -233,7 +237,7 @@ def test_image_folder_with_resize_and_crop(tmp_path):
     model, meta = load_checkpoint(out/CHECKPOINT_NAME)
     assert meta['classes'] == ['cat', 'dog'] and model(torch.rand(2, 3, 10, 10)).shape == (2, 2)
     assert read_train_log(out/LOG_NAME).train_n.tolist() == [12]
-    from randsmooth.models import read_meta                       # issue 25-4: remembered for rs_certify
+    from randsmooth.model_files import read_meta                       # issue 25-4: remembered for rs_certify
     assert read_meta(out/CHECKPOINT_NAME)['preprocessing'] == dict(resize=12, crop=10, channels=3)
     assert 'held-out' not in r.stderr and json.loads((out/SETTINGS_NAME).read_text()).get('held_out') is None
 
@@ -258,7 +262,6 @@ class AdamObjective:
     noisy_copies, options, optimizer = 1, {}, 'adam'
     def __init__(self, sigma): self.sigma = sigma
     def __call__(self, model, x, y):
-        from randsmooth.train import add_noise
         logits = model(add_noise(x, self.sigma))
         return torch.nn.functional.cross_entropy(logits, y), logits
 
@@ -266,7 +269,7 @@ def test_objective_chooses_the_optimizer_and_it_is_recorded(monkeypatch, tmp_pat
     "Request 5: `objective.optimizer = 'adam'` trains with Adam at --lr; recorded, and resume with SGD refused."
     import randsmooth.train as rt
     def fake_make_objective(method, options, *, sigma, num_classes):
-        return AdamObjective(sigma) if method == 'adam_one' else rt.GaussianObjective(sigma)
+        return AdamObjective(sigma) if method == 'adam_one' else GaussianObjective(sigma)
     monkeypatch.setattr(rt, 'make_objective', fake_make_objective)
     opts = dict(sigma=0.25, epochs=2, batch=64, seed=2, progress=False, lr=0.001)
     path = rt.train('digits', ARCH, tmp_path/'a', stop_after=1, method='adam_one', **opts)
@@ -284,7 +287,6 @@ class TwoCopies:
     def __init__(self, sigma): self.sigma, self.epochs_seen = sigma, []
     def set_epoch(self, epoch, epochs): self.epochs_seen.append((epoch, epochs))
     def __call__(self, model, x, y):
-        from randsmooth.train import add_noise
         logits = model(torch.cat([add_noise(x, self.sigma), add_noise(x, self.sigma)]))
         return torch.nn.functional.cross_entropy(logits, torch.cat([y, y])), logits[:len(y)]
 
@@ -293,7 +295,7 @@ def test_any_objective_trains_resumes_exactly_and_is_recorded(monkeypatch, tmp_p
     import randsmooth.train as rt
     made = []
     def fake_make_objective(method, options, *, sigma, num_classes):
-        if method == 'gaussian': return rt.GaussianObjective(sigma)
+        if method == 'gaussian': return GaussianObjective(sigma)
         assert (method, num_classes) == ('two', 10)
         made.append(TwoCopies(sigma)); return made[-1]
     monkeypatch.setattr(rt, 'make_objective', fake_make_objective)

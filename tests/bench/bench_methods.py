@@ -22,9 +22,12 @@ import argparse, json, os, platform, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 import torch
 from randsmooth.data import dataset_info
-from randsmooth.methods import DIGITS_COMPARISON, make_objective
-from randsmooth.models import get_architecture, save_checkpoint
-from randsmooth.train import train_step, resolve_device
+from randsmooth.experiments import DIGITS_COMPARISON
+from randsmooth.methods import make_objective
+from randsmooth.model_files import save_checkpoint
+from randsmooth.models import get_architecture
+from randsmooth.runtime import resolve_device
+from randsmooth.train import train_step
 
 CONFIGS = [('small_cnn', 'digits', 256), ('cifar_resnet20', 'cifar10', 128)]
 

@@ -15,7 +15,9 @@ import argparse, time
 import torch
 from randsmooth.models import get_architecture
 from randsmooth.data import dataset_info
-from randsmooth.train import make_objective, train_step, resolve_device
+from randsmooth.methods import make_objective
+from randsmooth.runtime import resolve_device
+from randsmooth.train import train_step
 
 # (architecture, dataset, batch): CPU runs the first two; a GPU all four
 CONFIGS = [('small_cnn', 'digits', 256), ('cifar_resnet20', 'cifar10', 128),

@@ -15,8 +15,8 @@ wall time; read it with `pandas.read_csv(path, comment='#')`. Runs and certifica
 import argparse, io, os, platform, shlex, subprocess, sys, time
 from pathlib import Path
 import torch
-from randsmooth.cli import atomic_write
-from randsmooth.methods import DIGITS_COMPARISON, DIGITS_RECIPES, compare_methods
+from randsmooth.files import atomic_write
+from randsmooth.experiments import DIGITS_COMPARISON, DIGITS_RECIPES, compare_methods
 
 def machine()->str:
     try:

@@ -1,4 +1,4 @@
-"""Under torchrun: sum a tensor over the process group with `randsmooth.train.all_reduce_sum`.
+"""Under torchrun: sum a tensor over the process group with `randsmooth.runtime.all_reduce_sum`.
 
     python -m torch.distributed.run --nproc_per_node 1 tests/gpu/nccl_check.py --device cuda
 
@@ -9,7 +9,7 @@ one asked for.
 """
 import argparse, os, sys
 import torch, torch.distributed as dist
-from randsmooth.train import all_reduce_sum
+from randsmooth.runtime import all_reduce_sum
 
 
 def main():
