@@ -170,30 +170,41 @@ def decision_rates(p_true:float, # the true $p_A$ of the simulated input
     return {d: decisions.count(d) / trials for d in ('certified', 'not certified', 'undecided')}
 
 # %% ../nbs/12_adaptive.ipynb #153ddbc1
-def _check_radius(radius)->float:
-    "`radius` as a float; a `ValueError` unless it is a finite number >= 0."
+def _check_radius(radius, name:str='radius')->float:
+    "`radius` as a float; a `ValueError` (naming it `name`) unless it is a finite number >= 0."
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) \
        or not math.isfinite(radius) or radius < 0:
-        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
+        raise ValueError(f"{name} must be a finite number >= 0, got {radius!r}")
     return float(radius)
 
 # %% ../nbs/12_adaptive.ipynb #2f0dca86
+_BUDGET_NAMES = dict(radius='radius', n='n', alpha='alpha', sigma='sigma')   # Python's; a command
+                                                           # passes its own: `{'n': '--N', ...}`
+
+def _typed(name:str, value)->str:
+    "A setting and its value as its reader writes them: `n=1000` in Python, `--N 1000` in a command."
+    return f"{name} {value}" if name.startswith('-') else f"{name}={value}"
+
 def check_radius_certifiable(radius:float, # the radius to certify at (input units)
                              n:int, # budget of estimation draws
                              alpha:float, # overall failure probability
                              sigma:float, # noise level
                              n_first:int=100, # draws at the first look
                              growth:float=2.0, # ratio of successive looks
+                             names:dict|None=None, # radius, n, alpha, sigma as messages name them
                             )->float: # `radius`, as a float
     "`radius` if a sequential test with this budget could ever certify it, else a `ValueError`."
-    radius = _check_radius(radius)
-    n, alpha, sigma = check_count(n, 'n'), check_alpha(alpha), check_positive(sigma, 'sigma')
+    name = _BUDGET_NAMES | {k: v for k, v in (names or {}).items() if k in _BUDGET_NAMES}
+    radius = _check_radius(radius, name['radius'])
+    n, alpha = check_count(n, name['n']), check_alpha(alpha, name['alpha'])
+    sigma = check_positive(sigma, name['sigma'])
     levels = alpha_spending(alpha, len(look_schedule(n, n_first, growth)))
     cap = max_certifiable_radius(n, float(levels[-1]), sigma)
     if radius >= cap:
-        raise ValueError(f"radius {radius} can never be certified with n={n} at alpha={alpha}: "
+        raise ValueError(f"{name['radius']} {radius} can never be certified with "
+                         f"{_typed(name['n'], n)} at {_typed(name['alpha'], alpha)}: "
                          f"the largest certifiable radius is {cap:.4f} "
-                         f"(sigma * Phi^-1(alpha_K^(1/n))); raise n or sigma")
+                         f"(sigma * Phi^-1(alpha_K^(1/n))); raise {name['n']} or {name['sigma']}")
     return float(radius)
 
 # %% ../nbs/12_adaptive.ipynb #6332278d

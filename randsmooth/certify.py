@@ -31,7 +31,7 @@ from .settings import labels, parse_class_map, takes
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, RESULT_SETTINGS, PYTHON_NAMES
 from .logs import certify_row, predict_row, read_log_rows, appending_log, part_path
 from .logs import part_paths, merge_logs, settings_path, check_resumable, read_log
-from .logs import _IDENTITY_NAMES
+from .logs import IDENTITY_NAMES
 
 # %% auto #0
 __all__ = ['PROBE_SEED', 'PROBE_SIZE', 'IDENTITY', 'DEFAULT_UNITS', 'DRAWS_BAR_AFTER_S', 'COMMAND_NAMES', 'COMPILE_AFTER_S',
@@ -277,7 +277,7 @@ def check_feasible(options:CertifyOptions|PredictOptions, # a run's options (a c
         raise ValueError(f"{name['n']} = {options.n} draws can never {options.command} at "
                          f"{name['alpha']} = {options.alpha}: it takes {name['n']} >= {enough}")
     if options.mode == 'radius':
-        check_radius_certifiable(options.radius, options.n, options.alpha, sigma)
+        check_radius_certifiable(options.radius, options.n, options.alpha, sigma, names=name)
     return options
 
 # %% ../nbs/07_certify.ipynb #8cb52726
@@ -528,7 +528,7 @@ COMMAND_NAMES = {k: f'{flag} {{}}' for k, flag in _FLAG.items() if flag.startswi
     data_length='DATASET of {} examples', device_type=f"{_FLAG['device']} {{}}",
     dataset='DATASET {}', checkpoint='CHECKPOINT {}',
     checkpoint_sha256="CHECKPOINT's content (SHA-256)", units='units {!r}', amp='amp {}',
-    eval_mode='eval_mode {}', channels_last='channels_last {}') | _IDENTITY_NAMES
+    eval_mode='eval_mode {}', channels_last='channels_last {}') | IDENTITY_NAMES
 
 # %% ../nbs/07_certify.ipynb #c0a10017
 class FixedBatch(torch.nn.Module):
@@ -698,7 +698,8 @@ def command_fast_path(smooth:Smooth, # the smoothed classifier of the model as l
 
 # %% ../nbs/07_certify.ipynb #c0a10026
 _SPED = (('fold', 'batch norm folded'), ('relu_in_place', 'ReLUs in place'),
-         ('channels_last', 'channels-last'), ('compile', 'compiled'))
+         ('add_in_place', 'additions in place'), ('channels_last', 'channels-last'),
+         ('compile', 'compiled'), ('reuse_memory', 'freed memory reused'))
 
 def _fast_line(prog:str, s, what:dict) -> str:
     "The run's first line: what is sampled"

@@ -57,10 +57,10 @@ def _help_texts(settings_cls:type)->dict:
     return texts
 
 def _flag_type(annotation):
-    "What the parser converts a value to: `int` for `int|None` (None is only ever a default)."
+    "What the parser converts a value to: a union's first type (`str` for `str|dict|None`)."
     kinds = [t for t in typing.get_args(annotation) if t is not type(None)]
-    return kinds[0] if typing.get_origin(annotation) in (typing.Union, type(int|None)) \
-        and len(kinds) == 1 else annotation
+    union = typing.get_origin(annotation) in (typing.Union, type(int|None))
+    return kinds[0] if union and kinds else annotation   # the others (None, a dict) are Python's
 
 def _flags(settings_cls:type)->tuple:
     "(the parameters of the command, flag -> (Python name, how the command line types None))"
@@ -83,7 +83,7 @@ def _flags(settings_cls:type)->tuple:
     return params, names
 
 # %% ../nbs/15_cli.ipynb #daef7ef1
-def command_from(settings_cls:type, # a frozen dataclass of the command's settings (with `check()`)
+def command_from(settings_cls:type, # the command's settings: a frozen dataclass with `check(command)`
                  run, # `run(settings)` does the work (and imports what it needs)
                  prog:str, # the command's name, as installed
                 ):
@@ -96,7 +96,7 @@ def command_from(settings_cls:type, # a frozen dataclass of the command's settin
             values = {names[k][0]: None if names[k][1] is not None and v == names[k][1] else v
                       for k, v in flags.items()}
             settings = settings_cls(**values)
-            if hasattr(settings, 'check'): settings.check()
+            if hasattr(settings, 'check'): settings.check(command=True)     # messages name flags
             return run(settings)
     command.__doc__, command.__name__ = settings_cls.__doc__, prog
     command.__qualname__, command.__module__ = prog, getattr(run, '__module__', __name__)

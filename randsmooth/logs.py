@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_logs.ipynb #a7a00004
 from __future__ import annotations
-import glob, json, math, re
+import dataclasses, glob, json, math, re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,14 +13,15 @@ import pandas as pd
 
 from .files import atomic_write, tsv_line
 from .checks import check_count
+from .settings import CertifyOptions, labels
 from .smooth import Smooth
 from .adaptive import look_schedule
 
 # %% auto #0
-__all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'CERTIFY_REQUIRED', 'PREDICT_REQUIRED', 'CERTIFY_ONLY', 'RESULT_SETTINGS',
-           'PYTHON_NAMES', 'MODES', 'exact_float', 'certify_row', 'predict_row', 'read_log_rows', 'appending_log',
-           'part_path', 'part_paths', 'merge_logs', 'settings_path', 'check_resumable', 'parse_seconds', 'log_settings',
-           'run_mode', 'read_log', 'as_log']
+__all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'CERTIFY_REQUIRED', 'PREDICT_REQUIRED', 'CERTIFY_ONLY', 'FREE_OPTIONS',
+           'RESULT_SETTINGS', 'IDENTITY_NAMES', 'PYTHON_NAMES', 'MODES', 'exact_float', 'certify_row', 'predict_row',
+           'read_log_rows', 'appending_log', 'part_path', 'part_paths', 'merge_logs', 'settings_path',
+           'check_resumable', 'parse_seconds', 'log_settings', 'run_mode', 'read_log', 'as_log']
 
 # %% ../nbs/07a_logs.ipynb #a9492b81
 CERTIFY_COLUMNS = ('idx', 'label', 'predict', 'radius', 'correct', 'time',
@@ -134,28 +135,29 @@ def merge_logs(outfile, # the log to produce; its existing rows are kept
     return len(rows)
 
 # %% ../nbs/07a_logs.ipynb #1f289124
-RESULT_SETTINGS = ('command', 'sigma', 'num_classes', 'n0', 'n', 'alpha', 'noise_chunks', 'seed',
-                   'bound', 'radius', 'adaptive', 'tolerance', 'skip', 'data_length',
-                   'model_sha256', 'device_type', 'amp', 'eval_mode', 'channels_last', 'classes',
-                   'classifier', 'classifier_architecture', 'classifier_outputs')
+FREE_OPTIONS = ('limit', 'images_per_batch')    # options that change no row: free on resume
+_ROW_OPTIONS = tuple('noise_chunks' if f.name == 'batch_size' else f.name    # by its chunks
+                     for f in dataclasses.fields(CertifyOptions) if f.name not in FREE_OPTIONS)
+RESULT_SETTINGS = ('command', 'sigma', 'num_classes') + _ROW_OPTIONS + (
+    'data_length', 'model_sha256', 'device_type', 'amp', 'eval_mode', 'channels_last',
+    'classes', 'classifier', 'classifier_architecture', 'classifier_outputs')
 _WHY = {'noise_chunks': "each example's noise is drawn min(batch_size, n0), then "
                         "min(batch_size, n) draws at a time: another batch size that changes "
                         "these draws other noise",
         'device_type': "CPU and CUDA generators draw different noise",
         'classifier_outputs': "another classifier, or other data"}
-_IDENTITY_NAMES = dict(model_sha256="the classifier's parameters and buffers (model_sha256)",
-                       classifier="the classifier's class",
-                       classifier_architecture="the classifier's architecture (structure hash)",
-                       classifier_outputs="the classifier's answers on a probe around data[0]",
-                       classes='the class names')
-PYTHON_NAMES = dict(command='{}_dataset', sigma='Smooth(sigma={!r})',
-                    num_classes='Smooth(num_classes={!r})', amp='Smooth(amp={!r})',
-                    eval_mode='Smooth(eval_mode={!r})', channels_last='Smooth(channels_last={!r})',
-                    n0='n0={!r}', n='n={!r}', alpha='alpha={!r}',
-                    noise_chunks=('batch_size={!r}', 'batch_size'), seed='seed={!r}',
-                    bound='bound={!r}', radius='radius={!r}', adaptive='adaptive={!r}',
-                    tolerance='tolerance={!r}', skip='skip={!r}', data_length='data of {} examples',
-                    device_type="device type {!r}", units='units={!r}') | _IDENTITY_NAMES
+IDENTITY_NAMES = dict(model_sha256="the classifier's parameters and buffers (model_sha256)",
+                      classifier="the classifier's class",
+                      classifier_architecture="the classifier's architecture (structure hash)",
+                      classifier_outputs="the classifier's answers on a probe around data[0]",
+                      classes='the class names')
+_PYTHON = labels(CertifyOptions, command=False)     # the options as `certify_dataset` takes them
+_SMOOTH = ('sigma', 'num_classes', 'amp', 'eval_mode', 'channels_last')     # `Smooth`'s settings
+PYTHON_NAMES = dict(command='{}_dataset') | {k: f'Smooth({k}={{!r}})' for k in _SMOOTH} | {
+    k: f'{_PYTHON[k]}={{!r}}' for k in _ROW_OPTIONS if k in _PYTHON} | dict(
+    noise_chunks=(f"{_PYTHON['batch_size']}={{!r}}", 'batch_size'),
+    data_length='data of {} examples', device_type="device type {!r}",
+    units='units={!r}') | IDENTITY_NAMES
 
 
 # %% ../nbs/07a_logs.ipynb #cdeba3c4

@@ -11,8 +11,49 @@ from fastcore.script import Param, bool_arg
 from .checks import check_alpha, check_count, check_number
 
 # %% auto #0
-__all__ = ['TrainSettings', 'DemoSettings', 'AnalyzeSettings', 'flag', 'flag_of', 'labels', 'typed_none', 'PredictOptions',
+__all__ = ['flag', 'flag_of', 'labels', 'typed_none', 'TrainSettings', 'DemoSettings', 'AnalyzeSettings', 'PredictOptions',
            'CertifyOptions', 'takes', 'CommandInputs', 'PredictSettings', 'CertifySettings', 'parse_class_map']
+
+# %% ../nbs/20_settings.ipynb #4fb2ca06
+def flag(default, # the setting's default, as Python gives it
+         name:str, # the flag, without `--`, where it differs from the Python name: `N0` for `n0`
+         none_as=None, # how the command line types the default `None` (`--max -1`); None: it cannot
+        ):
+    "Declare a setting whose command-line flag is not its Python name (a `dataclasses.field`)."
+    return dataclasses.field(default=default, metadata=dict(flag=name, none_as=none_as))
+
+# %% ../nbs/20_settings.ipynb #a24c6e31
+def _positional(field:dataclasses.Field, annotation=None)->bool:
+    "Whether the command takes `field` as a positional argument: no default, or `Param(opt=False)`."
+    if isinstance(annotation, Param) and not annotation.opt: return True
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+def flag_of(field:dataclasses.Field, # a field of a settings dataclass
+            annotation=None, # its annotation, evaluated: a `Param(opt=False)` is positional
+           )->str: # `--N0` for `n0`, `--seed` for `seed`, `checkpoint` for a positional argument
+    "How the command line names `field`."
+    if _positional(field, annotation): return field.name
+    return '--' + field.metadata.get('flag', field.name)
+
+def labels(settings, # a settings dataclass, or an instance of one
+           command:bool=True, # True: as typed on the command line (`--N`); False: as Python (`n`)
+          )->dict: # field name -> how messages name it
+    "How messages name each setting, for whoever will fix it: a command's user or a Python caller."
+    fields = dataclasses.fields(settings)
+    if not command: return {f.name: f.name for f in fields}
+    cls = settings if isinstance(settings, type) else type(settings)
+    annotations = inspect.signature(cls, eval_str=True).parameters
+    return {f.name: flag_of(f, annotations[f.name].annotation if f.name in annotations else None)
+            for f in fields}
+
+def typed_none(settings, # a settings dataclass, or an instance of one
+               name:str, # one of its fields whose default is None
+               command:bool=True, # True: as the command line types it; False: as Python does
+              )->str:
+    "How a caller writes `None` for the setting `name`: `-1` for `--max`, `None` in Python."
+    field = next(f for f in dataclasses.fields(settings) if f.name == name)
+    none_as = field.metadata.get('none_as')
+    return repr(none_as) if command and none_as is not None else 'None'
 
 # %% ../nbs/20_settings.ipynb #bd42f395
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +71,7 @@ class TrainSettings:
     momentum:float=0.9 # SGD momentum, in [0, 1)
     weight_decay:float=1e-4 # L2 weight decay
     method:str='gaussian' # training objective: gaussian (the paper's), or see randsmooth.methods
-    method_options:str|None=None # the method's hyper-parameters, "name=value,name=value"
+    method_options:str|dict|None=None # the method's hyper-parameters, "name=value,name=value"
     workers:int|None=None # loader processes per GPU; default: 0 for in-memory data, else up to 8
     data_dir:str|None=None # folder of the dataset; default: $RANDSMOOTH_DATA or ~/.cache/randsmooth
     resize:int|None=None # image folders: resize the shorter side to this many pixels
@@ -40,51 +81,62 @@ class TrainSettings:
     resume:bool=False # continue the run in OUTDIR (or start it); batch, lr, seed... must not change
     device:str='auto' # auto (this process's GPU if any, else CPU), cpu, cuda, cuda:1, ...
     amp:str='auto' # mixed precision: auto (bf16 or fp16 on GPUs, off on CPU), bf16, fp16, off
-    channels_last:str='auto' # channels-last memory layout: auto (image inputs on GPU), on, off
+    channels_last:str|bool='auto' # channels-last memory layout: auto (image inputs on GPU), on, off
     stop_after:int|None=None # stop after this many epochs in this call, to --resume later
     download:bool=False # download MNIST / CIFAR-10 if missing
     quiet:bool=False # no progress bars or per-epoch lines
 
 # %% ../nbs/20_settings.ipynb #3161fcf9
 @patch
-def check(self:TrainSettings):
+def check(self:TrainSettings,
+          command:bool=False, # True: by their flags (`--epochs`, for `rs_train`); False: Python's
+         ):
     "Raise a `ValueError`/`TypeError` naming the first setting that is not allowed."
-    if self.sigma is None: raise ValueError("sigma is required: the noise level, e.g. 0.25")
-    check_number(self.sigma, 'sigma', 0, float('inf'))
-    for name in ('batch', 'lr_step', 'seed', 'epochs', 'workers', 'stop_after', 'resize', 'crop'):
-        value = getattr(self, name)
-        if value is not None or name in ('batch', 'lr_step', 'seed'):
-            check_count(value, name, 0 if name in ('seed', 'workers') else 1)
-    check_number(self.lr, 'lr', 0, float('inf'), include_low=False)
-    check_number(self.gamma, 'gamma', 0, 1, include_low=False)
-    check_number(self.momentum, 'momentum', 0, 1)
-    if self.momentum == 1: raise ValueError("momentum must be a number >= 0 and < 1, got 1")
-    check_number(self.weight_decay, 'weight_decay', 0, float('inf'))
-    self.check_names()
-    self.check_outdir()
+    name = labels(self, command)
+    if self.sigma is None:
+        raise ValueError(f"{name['sigma']} is required: the noise level, e.g. 0.25")
+    check_number(self.sigma, name['sigma'], 0, float('inf'))
+    for k in ('batch', 'lr_step', 'seed', 'epochs', 'workers', 'stop_after', 'resize', 'crop'):
+        value = getattr(self, k)
+        if value is not None or k in ('batch', 'lr_step', 'seed'):
+            check_count(value, name[k], 0 if k in ('seed', 'workers') else 1)
+    check_number(self.lr, name['lr'], 0, float('inf'), include_low=False)
+    check_number(self.gamma, name['gamma'], 0, 1, include_low=False)
+    check_number(self.momentum, name['momentum'], 0, 1)
+    if self.momentum == 1:
+        raise ValueError(f"{name['momentum']} must be a number >= 0 and < 1, got 1")
+    check_number(self.weight_decay, name['weight_decay'], 0, float('inf'))
+    self.check_names(command)
+    self.check_outdir(command)
 
 # %% ../nbs/20_settings.ipynb #20ad295e
 @patch
-def check_names(self:TrainSettings):
+def check_names(self:TrainSettings,
+                command:bool=False, # name settings by their flags (`--device`); False: Python's
+               ):
     "The string settings are strings (`channels_last` may be a bool from Python)."
-    for name in ('dataset', 'arch', 'outdir', 'method', 'device', 'amp', 'label_column'):
-        value = getattr(self, name)
-        if not isinstance(value, str): raise TypeError(f"{name} must be a string, got {value!r}")
+    name = labels(self, command)
+    for k in ('dataset', 'arch', 'outdir', 'method', 'device', 'amp', 'label_column'):
+        value = getattr(self, k)
+        if not isinstance(value, str): raise TypeError(f"{name[k]} must be a string, got {value!r}")
     if not isinstance(self.method_options, (str, dict, type(None))):
-        raise TypeError(f"method_options must be 'name=value,...', a dict or None, "
+        raise TypeError(f"{name['method_options']} must be 'name=value,...', a dict or None, "
                         f"got {self.method_options!r}")
     if self.channels_last not in ('auto', 'on', 'off', True, False):
-        raise ValueError(f"channels_last must be auto, on or off, got {self.channels_last!r}")
+        raise ValueError(f"{name['channels_last']} must be auto, on or off, "
+                         f"got {self.channels_last!r}")
 
 @patch
-def check_outdir(self:TrainSettings):
+def check_outdir(self:TrainSettings,
+                 command:bool=False, # as `check`: the command's name of OUTDIR, or Python's
+                ):
     "`outdir` is a folder, or can be created: no regular file in its place or on its path."
-    outdir = Path(self.outdir)
+    outdir, name = Path(self.outdir), labels(self, command)['outdir']
     if outdir.exists() and not outdir.is_dir():
-        raise ValueError(f"outdir: {outdir} exists and is not a folder")
+        raise ValueError(f"{name}: {outdir} exists and is not a folder")
     for p in outdir.parents:
         if p.exists() and not p.is_dir():
-            raise ValueError(f"outdir: {outdir} cannot be created: {p} is a file")
+            raise ValueError(f"{name}: {outdir} cannot be created: {p} is a file")
 
 # %% ../nbs/20_settings.ipynb #4b94f8a0
 @dataclasses.dataclass(frozen=True)
@@ -105,20 +157,25 @@ class DemoSettings:
 
 # %% ../nbs/20_settings.ipynb #0234281c
 @patch
-def check(self:DemoSettings):
+def check(self:DemoSettings,
+          command:bool=False, # True: by their flags (`--sigmas`, for `rs_demo`); False: Python's
+         ):
     "Raise a `ValueError`/`TypeError` naming the first setting that is not allowed."
+    name = labels(self, command)
     if isinstance(self.sigmas, (str, bytes)) or not hasattr(self.sigmas, '__iter__'):
-        raise TypeError(f"sigmas must be a list of noise levels, got {self.sigmas!r}")
-    if not list(self.sigmas): raise ValueError("sigmas: give at least one noise level")
-    for s in self.sigmas: check_number(s, 'sigmas', 0, float('inf'), include_low=False)
+        raise TypeError(f"{name['sigmas']} must be a list of noise levels, got {self.sigmas!r}")
+    if not list(self.sigmas): raise ValueError(f"{name['sigmas']}: give at least one noise level")
+    for s in self.sigmas: check_number(s, name['sigmas'], 0, float('inf'), include_low=False)
     if len({f'{s:.2f}' for s in self.sigmas}) < len(self.sigmas):
-        raise ValueError(f"sigmas must differ in their first two decimals, got {list(self.sigmas)}")
-    for name in ('epochs', 'N', 'N0', 'skip', 'threads', 'seed'):
-        check_count(getattr(self, name), name, 0 if name == 'seed' else 1)
-    check_number(self.alpha, 'alpha', 0, 1, include_low=False)
-    if self.alpha == 1: raise ValueError("alpha must lie in the open interval (0, 1), got 1")
+        raise ValueError(f"{name['sigmas']} must differ in their first two decimals, "
+                         f"got {list(self.sigmas)}")
+    for k in ('epochs', 'N', 'N0', 'skip', 'threads', 'seed'):
+        check_count(getattr(self, k), name[k], 0 if k == 'seed' else 1)
+    check_number(self.alpha, name['alpha'], 0, 1, include_low=False)
+    if self.alpha == 1:
+        raise ValueError(f"{name['alpha']} must lie in the open interval (0, 1), got 1")
     if Path(self.outdir).exists() and not Path(self.outdir).is_dir():
-        raise ValueError(f"outdir: {self.outdir} exists and is not a folder")
+        raise ValueError(f"{name['outdir']}: {self.outdir} exists and is not a folder")
 
 # %% ../nbs/20_settings.ipynb #46687700
 _LOGS = Param('Certify logs, or Predict logs (one per n)', str, nargs='+')
@@ -133,60 +190,32 @@ class AnalyzeSettings:
     latex:bool=False # print LaTeX tables instead of markdown
     plot:str|None=None # save the certified accuracy against radius plot as PLOT.png and PLOT.pdf
     mixed:bool=False # allow logs certified with different N or alpha in one table
-    def check(self): _check_analyze(self)
+    def check(self, command:bool=False): _check_analyze(self, command)
 
 # %% ../nbs/20_settings.ipynb #68950cce
-def _check_figure_path(plot:str):
+def _check_figure_path(plot:str,
+                       name:str='plot', # how messages name it (`--plot` for a command)
+                      ):
     "`plot` ends in .png, .pdf or nothing, and no regular file stands where its folders must be."
     plot = Path(plot)
     if plot.suffix.lower() not in ('', '.png', '.pdf'):
-        raise ValueError(f"plot must end in .png, .pdf or nothing, got {plot}")
+        raise ValueError(f"{name} must end in .png, .pdf or nothing, got {plot}")
     for p in plot.parents:
         if p.exists() and not p.is_dir():
-            raise ValueError(f"plot: cannot write {plot}: {p} is a file, not a folder")
+            raise ValueError(f"{name}: cannot write {plot}: {p} is a file, not a folder")
 
 # %% ../nbs/20_settings.ipynb #f0cf2d5b
-def _check_analyze(s:AnalyzeSettings):
+def _check_analyze(s:AnalyzeSettings, command:bool=False):
     "Raise a `ValueError`/`TypeError` naming the first setting of `s` that is not allowed."
+    name = labels(s, command)
     if isinstance(s.logs, (str, os.PathLike)) or not s.logs:
-        raise ValueError("logs: give at least one log file")
+        raise ValueError(f"{name['logs']}: give at least one log file")
     if not all(isinstance(p, (str, os.PathLike)) for p in s.logs):
-        raise TypeError(f"logs must be paths of log files, got {s.logs!r}")
+        raise TypeError(f"{name['logs']} must be paths of log files, got {s.logs!r}")
     for r in s.radii or ():
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < float('inf'):
-            raise ValueError(f"radii must be finite numbers >= 0, got {list(s.radii)}")
-    if s.plot is not None: _check_figure_path(s.plot)
-
-# %% ../nbs/20_settings.ipynb #4fb2ca06
-def flag(default, # the setting's default, as Python gives it
-         name:str, # the flag, without `--`, where it differs from the Python name: `N0` for `n0`
-         none_as=None, # how the command line types the default `None` (`--max -1`); None: it cannot
-        ):
-    "Declare a setting whose command-line flag is not its Python name (a `dataclasses.field`)."
-    return dataclasses.field(default=default, metadata=dict(flag=name, none_as=none_as))
-
-# %% ../nbs/20_settings.ipynb #a24c6e31
-def flag_of(field:dataclasses.Field, # a field of a settings dataclass
-           )->str: # `--N0` for `n0`, `--seed` for `seed`, `checkpoint` for a positional argument
-    "How the command line names `field`."
-    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-        return field.name
-    return '--' + field.metadata.get('flag', field.name)
-
-def labels(settings, # a settings dataclass, or an instance of one
-           command:bool=True, # True: as typed on the command line (`--N`); False: as Python (`n`)
-          )->dict: # field name -> how messages name it
-    "How messages name each setting, for whoever will fix it: a command's user or a Python caller."
-    return {f.name: flag_of(f) if command else f.name for f in dataclasses.fields(settings)}
-
-def typed_none(settings, # a settings dataclass, or an instance of one
-               name:str, # one of its fields whose default is None
-               command:bool=True, # True: as the command line types it; False: as Python does
-              )->str:
-    "How a caller writes `None` for the setting `name`: `-1` for `--max`, `None` in Python."
-    field = next(f for f in dataclasses.fields(settings) if f.name == name)
-    none_as = field.metadata.get('none_as')
-    return repr(none_as) if command and none_as is not None else 'None'
+            raise ValueError(f"{name['radii']} must be finite numbers >= 0, got {list(s.radii)}")
+    if s.plot is not None: _check_figure_path(s.plot, name['plot'])
 
 # %% ../nbs/20_settings.ipynb #69d8ba0e
 @dataclasses.dataclass(frozen=True, kw_only=True)

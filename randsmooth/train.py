@@ -368,7 +368,7 @@ def train_settings(*args, # `TrainSettings`' fields in its order: dataset, arch,
     given = _GIVEN.bind(*args, **kwargs).arguments
     given = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in given.items()}
     s = TrainSettings(**given, quiet=not progress)
-    s.check()
+    s.check(command=False)          # messages name Python's arguments (`epochs`, not `--epochs`)
     return s
 
 @_signature_of_settings

@@ -182,6 +182,17 @@ def test_bad_inputs_fail_before_sampling(certified, checkpoint, tmp_path):
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path/'a.tsv').exists() and not (tmp_path/'b.tsv').exists()
 
+def test_radius_beyond_the_budget_names_the_flags(checkpoint, tmp_path):
+    "Issue 21: a radius --N draws can never certify is refused naming --N; Python's `certify_dataset` says n."
+    done = run('rs_certify', 'digits', checkpoint, 0.25, tmp_path/'r.tsv', '--N', 1000, '--radius', 5, check=False)
+    assert done.returncode == 1 and 'Traceback' not in done.stderr, done.stderr
+    assert 'rs_certify: error: --radius 5.0 can never be certified with --N 1000 at --alpha 0.001' in done.stderr
+    assert done.stderr.strip().endswith('raise --N or sigma'), done.stderr
+    with pytest.raises(ValueError, match=r'^radius 5.0 can never be certified with n=1000 at alpha=0.001: .*'
+                                         r'raise n or sigma$'):
+        python_run(checkpoint, tmp_path/'p.tsv', n=1000, radius=5.0)
+    assert not (tmp_path/'r.tsv').exists() and not (tmp_path/'p.tsv').exists()
+
 def test_help_and_argument_errors_do_not_import_torch(tmp_path):
     probe = ("import sys\nfrom randsmooth.cli import rs_certify\nsys.argv = ['rs_certify'] + sys.argv[1:]\n"
              "try: rs_certify()\nexcept SystemExit as e: print(e.code == 0 or e.code, 'torch' in sys.modules)")

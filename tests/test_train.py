@@ -123,8 +123,18 @@ def test_bad_input_from_the_shell(tmp_path):
     "The installed command's view: exit status 1, one line on stderr, nothing written."
     r = run('digits', ARCH, tmp_path/'run', '--sigma', '-1')
     assert r.returncode == 1, r.stderr
-    said = 'rs_train: error: sigma must be a finite number >= 0, got -1.0'
+    said = 'rs_train: error: --sigma must be a finite number >= 0, got -1.0'
     assert r.stderr.strip().splitlines() == [said]
+    assert not (tmp_path/'run').exists()
+
+def test_messages_name_the_flag_for_the_command_and_the_argument_for_python(monkeypatch, tmp_path):
+    "Issue 21: `rs_train` names what its user typed (`--lr_step`); `train()` its own argument (`lr_step`)."
+    from randsmooth.train import train
+    code = rs_train_in_process(monkeypatch, 'digits', ARCH, tmp_path/'run', '--sigma', '0.25', '--lr-step', '0')
+    assert code == 'rs_train: error: --lr_step must be an integer >= 1, got 0', code
+    with pytest.raises(ValueError, match='^lr_step must be an integer >= 1, got 0$'):
+        train('digits', ARCH, tmp_path/'run', sigma=0.25, lr_step=0)
+    with pytest.raises(ValueError, match='^sigma is required'): train('digits', ARCH, tmp_path/'run')
     assert not (tmp_path/'run').exists()
 
 def test_resume_from_another_architecture_is_refused(monkeypatch, tmp_path):
