@@ -509,7 +509,7 @@ def _csv_data(path:Path, label_column:str, num_classes:int|None=None)->tuple:
         raise ValueError(f"{path}: has missing values; fill or drop them first")
     labels, classes = _csv_labels(df[label_column], path)
     x = _as_inputs(features.to_numpy(dtype=np.float32), path, 'features')
-    y = _as_labels(labels, path, f"column {label_column!r}")
+    y = torch.tensor(labels, dtype=torch.int64)   # ids: checked by _csv_labels, names mapped
     info = _derived_info(path, x, [y], classes, num_classes)
     return TensorPairs(x, y, info.classes or info.num_classes), info
 
@@ -622,11 +622,10 @@ def _image_data(folder:Path, split:str, resize:int|None, crop:int|None,
     ds = _image_folder_dataset(splits.get(split, folder), transform, classes)
     fit = _image_folder_dataset(splits['train'], transform,
                                 classes) if split == 'test' and 'train' in splits else ds
-    auto = channels == 'auto'
-    scanned = [ds, fit] + (_other_splits(splits, [ds, fit], classes) if auto else [])
+    loaded = [ds] if fit is ds else [ds, fit]           # each split scanned and set once
+    scanned = loaded + (_other_splits(splits, loaded, classes) if channels == 'auto' else [])
     mode = 'L' if _image_channels(scanned, channels) == 1 else 'RGB'
-    for d in {id(ds): ds, id(fit): fit}.values():
-        d.loader = functools.partial(_load_image, mode=mode)
+    for d in loaded: d.loader = functools.partial(_load_image, mode=mode)
     return ds, _image_info(folder, fit, num_classes)
 
 # %% ../nbs/03_data.ipynb #97863db6
