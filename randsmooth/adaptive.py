@@ -178,9 +178,6 @@ def _check_radius(radius, name:str='radius')->float:
     return float(radius)
 
 # %% ../nbs/12_adaptive.ipynb #2f0dca86
-_BUDGET_NAMES = dict(radius='radius', n='n', alpha='alpha', sigma='sigma')   # Python's; a command
-                                                           # passes its own: `{'n': '--N', ...}`
-
 def _typed(name:str, value)->str:
     "A setting and its value as its reader writes them: `n=1000` in Python, `--N 1000` in a command."
     return f"{name} {value}" if name.startswith('-') else f"{name}={value}"
@@ -194,7 +191,8 @@ def check_radius_certifiable(radius:float, # the radius to certify at (input uni
                              names:dict|None=None, # radius, n, alpha, sigma as messages name them
                             )->float: # `radius`, as a float
     "`radius` if a sequential test with this budget could ever certify it, else a `ValueError`."
-    name = _BUDGET_NAMES | {k: v for k, v in (names or {}).items() if k in _BUDGET_NAMES}
+    name = {k: (names or {}).get(k, k) for k in ('radius', 'n', 'alpha', 'sigma')}  # Python's
+                                               # names; a command passes its own: `{'n': '--N'}`
     radius = _check_radius(radius, name['radius'])
     n, alpha = check_count(n, name['n']), check_alpha(alpha, name['alpha'])
     sigma = check_positive(sigma, name['sigma'])

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from .checks import check_alpha, check_count, check_positive
 from .stats import max_certifiable_radius
-from .adaptive import look_schedule, alpha_spending
+from .adaptive import alpha_spending
 from .files import atomic_writer
 from .settings import AnalyzeSettings
-from .logs import read_log, as_log, run_mode
+from .logs import read_log, as_log, run_mode, _look_schedule
 
 # %% auto #0
 __all__ = ['PREDICT_OUTCOMES', 'check_radii', 'certified_accuracy', 'average_certified_radius', 'abstention_rate',
@@ -279,21 +279,22 @@ def _schedule(log:pd.DataFrame, alpha:float)->tuple:
     "The looks and their levels of the sequential run that wrote `log`, spending `alpha`."
     s = log.attrs.get('settings', {})
     N = _setting(log, 'N', None, check_count)
-    looks = look_schedule(N, s.get('n_first', 100), s.get('growth', 2.0))
+    looks = _look_schedule(N, s)
     return looks, alpha_spending(alpha, len(looks), s.get('final_share', 0.5))
 
 # %% ../nbs/08_analyze.ipynb #ca2b804c
-def _final_level(log:pd.DataFrame, alpha:float)->float:
-    "The level of the last look: `alpha` itself for a fixed-n run."
-    return alpha if run_mode(log) == 'fixed' else float(_schedule(log, alpha)[1][-1])
+def _final_level(log:pd.DataFrame, mode:str, alpha:float)->float:
+    "The level of the last look: `alpha` itself for a fixed-n run (`mode`: the log's `run_mode`)."
+    return alpha if mode == 'fixed' else float(_schedule(log, alpha)[1][-1])
 
 # %% ../nbs/08_analyze.ipynb #c9dc29ad
 def _cap(log:pd.DataFrame)->float|None:
     "The largest radius the run of `log` could certify (where settings say): σΦ⁻¹(α^(1/N)) or r."
     s = log.attrs.get('settings', {})
-    if run_mode(log) == 'radius' and s.get('radius') is not None: return float(s['radius'])
+    mode = run_mode(log)
+    if mode == 'radius' and s.get('radius') is not None: return float(s['radius'])
     if any(s.get(k) is None for k in ('N', 'alpha', 'sigma')): return None
-    return max_certifiable_radius(s['N'], _final_level(log, s['alpha']), sigma=s['sigma'])
+    return max_certifiable_radius(s['N'], _final_level(log, mode, s['alpha']), sigma=s['sigma'])
 
 # %% ../nbs/08_analyze.ipynb #5fd0d138
 def save_figure(fig, # a matplotlib figure

@@ -31,7 +31,7 @@ from .settings import labels, parse_class_map, takes
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, RESULT_SETTINGS, PYTHON_NAMES
 from .logs import certify_row, predict_row, read_log_rows, appending_log, part_path
 from .logs import part_paths, merge_logs, settings_path, check_resumable, read_log
-from .logs import IDENTITY_NAMES
+from .logs import IDENTITY_NAMES, COLUMNS
 
 # %% auto #0
 __all__ = ['PROBE_SEED', 'PROBE_SIZE', 'IDENTITY', 'DEFAULT_UNITS', 'DRAWS_BAR_AFTER_S', 'COMMAND_NAMES', 'COMPILE_AFTER_S',
@@ -245,8 +245,6 @@ def images_per_forward(images_per_batch, # 'auto' or a count >= 1
     return check_count(k, 'images_per_batch', minimum=1)
 
 # %% ../nbs/07_certify.ipynb #d9570e99
-_COLUMNS = dict(certify=CERTIFY_COLUMNS, predict=PREDICT_COLUMNS)
-
 def recorded_options(options:CertifyOptions|PredictOptions, # a run's options (a command's settings)
                     )->dict: # `command`, then every option of certify (unset: None, or False)
     "The options of a run as its settings file records them."
@@ -362,7 +360,7 @@ def _run_settings(smooth, data, options, indices, device, k, about, recorded=Non
         run |= classifier_identity(f, x0.to(device), device, eval_mode)
     started = datetime.now(timezone.utc).isoformat(timespec='seconds')
     execution = dict(images_per_batch=k, world_size=world_size,
-                     columns=list(_COLUMNS[options.command]),
+                     columns=list(COLUMNS[options.command]),
                      started=started, randsmooth_version=randsmooth.__version__,
                      torch_version=torch.__version__)
     settings = run | about | (recorded or {}) | execution
@@ -409,7 +407,7 @@ def run_dataset(smooth:Smooth, # the smoothed classifier
     settings = _run_settings(smooth, data, options, indices, device, k, about, recorded)
     names = PYTHON_NAMES if command is None else COMMAND_NAMES
     done = check_resumable(outfile, settings, RESULT_SETTINGS + tuple(about),
-                           _COLUMNS[options.command], names)
+                           COLUMNS[options.command], names)
     if announce and distributed_env()[0] == 0: print(announce, file=sys.stderr)
     placing = (device, k)
     return _execute(smooth, data, outfile, options, settings, indices, done, placing, progress)
@@ -434,7 +432,7 @@ def _execute(smooth, data, outfile, options, settings, indices, done, placing, p
         started = dict(started=first['started']) if 'started' in first else {}   # of the first run
         atomic_write(settings_path(outfile), json.dumps(settings | started, indent=1) + '\n')
     log_path = outfile if world_size == 1 else part_path(outfile, rank, world_size)
-    columns = _COLUMNS[options.command]
+    columns = COLUMNS[options.command]
     try:
         with process_group(world_size) as barrier:
             barrier()   # every rank has read the rows done before any rank writes
@@ -718,29 +716,26 @@ def _sampled(prog:str, s, smooth, data, device, examples:int, draws_each:int) ->
     return smooth, dict(fast=what), None if s.quiet else _fast_line(prog, s, what)
 
 # %% ../nbs/07_certify.ipynb #64401fc2
+def _run_command(s:CertifySettings|PredictSettings) -> Path:
+    "What `rs_certify` or `rs_predict` (by `s.command`) does: load DATASET and CHECKPOINT, then run"
+    prog, columns = f"rs_{s.command}", COLUMNS[s.command]
+    with _ending_on_ctrl_c(prog, s, columns) as run:
+        smooth, data, device, about = _command_inputs(s, prog)
+        run['indices'] = select_indices(len(data), s.skip, s.limit)
+        draws = (getattr(s, 'n0', None) or 0) + s.n       # per example: Certify's n0 and n
+        smooth, recorded, line = _sampled(prog, s, smooth, data, device, len(run['indices']),
+                                          draws)
+        run_dataset(smooth, data, s.outfile, s, device, not s.quiet, about, prog, recorded, line)
+    _report(prog, s, columns)
+    return Path(s.outfile)
+
 def certify_command(s:CertifySettings, # checked
                    ) -> Path: # the log
     "What `rs_certify` does: load DATASET and CHECKPOINT, then certify as `s` says"
-    with _ending_on_ctrl_c('rs_certify', s, CERTIFY_COLUMNS) as run:
-        smooth, data, device, about = _command_inputs(s, 'rs_certify')
-        run['indices'] = select_indices(len(data), s.skip, s.limit)
-        smooth, recorded, line = _sampled('rs_certify', s, smooth, data, device,
-                                          len(run['indices']), s.n0 + s.n)
-        run_dataset(smooth, data, s.outfile, s, device, not s.quiet, about, 'rs_certify', recorded,
-                    line)
-    _report('rs_certify', s, CERTIFY_COLUMNS)
-    return Path(s.outfile)
+    return _run_command(s)
 
 # %% ../nbs/07_certify.ipynb #a502eb78
 def predict_command(s:PredictSettings, # checked
                    ) -> Path: # the log
     "What `rs_predict` does: load DATASET and CHECKPOINT, then predict as `s` says"
-    with _ending_on_ctrl_c('rs_predict', s, PREDICT_COLUMNS) as run:
-        smooth, data, device, about = _command_inputs(s, 'rs_predict')
-        run['indices'] = select_indices(len(data), s.skip, s.limit)
-        smooth, recorded, line = _sampled('rs_predict', s, smooth, data, device,
-                                          len(run['indices']), s.n)
-        run_dataset(smooth, data, s.outfile, s, device, not s.quiet, about, 'rs_predict', recorded,
-                    line)
-    _report('rs_predict', s, PREDICT_COLUMNS)
-    return Path(s.outfile)
+    return _run_command(s)

@@ -5,7 +5,6 @@
 # %% ../nbs/13_experiments.ipynb #4baf2698
 from __future__ import annotations
 import math, sys, time
-from contextlib import contextmanager
 from pathlib import Path
 import torch
 import numpy as np

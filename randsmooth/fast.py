@@ -11,7 +11,7 @@ import torch
 from torch import nn
 import torch.fx
 from .checks import check_count, check_positive
-from .smooth import example_generator
+from .smooth import example_generator, _check_sizes, _conv_net
 from .files import atomic_write
 
 # %% auto #0
@@ -239,12 +239,15 @@ def _seconds(f, z:torch.Tensor, amp)->float:
     return time.perf_counter() - start
 
 # %% ../nbs/11_fast.ipynb #2cf3b2b2
+def _cpuinfo()->str:
+    "The text of /proc/cpuinfo ('' if unreadable: no flags, no model name)."
+    try:
+        with open('/proc/cpuinfo') as f: return f.read()
+    except OSError: return ''
+
 def _cpu_flags(cpuinfo:str|None=None)->set|None:
     "The CPU's feature flags from /proc/cpuinfo (x86 `flags`, Arm `Features`); None if unknown."
-    if cpuinfo is None:
-        try:
-            with open('/proc/cpuinfo') as f: cpuinfo = f.read()
-        except OSError: return None
+    if cpuinfo is None: cpuinfo = _cpuinfo()
     flags = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(':')
@@ -254,12 +257,11 @@ def _cpu_flags(cpuinfo:str|None=None)->set|None:
 _BF16_FLAGS = {'avx512_bf16', 'amx_bf16', 'bf16'}
 
 # %% ../nbs/11_fast.ipynb #e2f3a4b5
-def _cpu_model()->str:
-    "The CPU's model name from /proc/cpuinfo ('' if unknown)."
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
-    except OSError: return ''
+def _cpu_model(cpuinfo:str|None=None)->str:
+    "The CPU's model name from /proc/cpuinfo (or the text `cpuinfo`; '' if unknown)."
+    if cpuinfo is None: cpuinfo = _cpuinfo()
+    return next((l.split(':', 1)[1].strip() for l in cpuinfo.split('\n')
+                 if l.startswith('model name')), '')
 
 # %% ../nbs/11_fast.ipynb #d1e2f3a4
 def _measurements_file()->Path|None:
@@ -283,11 +285,12 @@ def _remember(key:str, times:dict):
 
 def _measurement_key(model:nn.Module, z:torch.Tensor, amp)->str:
     "What the costs depend on: the model's code and parameters' shapes, the batch, the machine."
-    flags = _cpu_flags() or set()
+    cpuinfo = _cpuinfo()    # read once, for the flags and the model name
+    flags = _cpu_flags(cpuinfo) or set()
     what = (type(model).__qualname__, getattr(model, 'code', repr(model)),
             [(n, tuple(p.shape), str(p.dtype)) for n, p in model.named_parameters()],
             tuple(z.shape), z.stride(), str(z.dtype), str(z.device), amp,
-            torch.get_num_threads(), torch.__version__, _cpu_model(), sorted(flags))
+            torch.get_num_threads(), torch.__version__, _cpu_model(cpuinfo), sorted(flags))
     return hashlib.sha256(repr(what).encode()).hexdigest()[:32]
 
 def _repaid(times:dict, n_batches:int)->bool:
@@ -373,8 +376,7 @@ def _check_command_args(model, example, n_draws, batch_size, fold, compile, amp,
 
 def _conv_net_on_images(model, example:torch.Tensor)->bool:
     "Whether `model` is a module with a Conv2d and `example` an image: `Smooth` feeds it NHWC."
-    return example.ndim == 3 and isinstance(model, nn.Module) and \
-           any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return example.ndim == 3 and _conv_net(model)   # smooth's own rule
 
 # %% ../nbs/11_fast.ipynb #b5eddefe
 def command_model(model, # the classifier the command loaded (an eval-mode module, or any callable)
@@ -456,8 +458,7 @@ def certify_breakdown(model, # the base classifier, as it will be sampled (eval 
                       amp:str|None=None, # as `Smooth`'s option
                      )->dict: # seconds per kind of work, and the two phases' counts
     "Seconds one CERTIFY's sampling spends on noise, layout copies, forward passes and counting."
-    n0, n, batch_size = (check_count(v, k) for k, v in
-                         dict(n0=n0, n=n, batch_size=batch_size).items())
+    n0, n, batch_size = _check_sizes(n0=n0, n=n, batch_size=batch_size)
     gen, sync = example_generator(seed, 0, x.device), _synchronizer(x.device)
     cl = channels_last is True or (channels_last == 'auto' and _conv_net_on_images(model, x))
     out = dict.fromkeys(('noise', 'layout', 'forward', 'counting'), 0.0)

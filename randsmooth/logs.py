@@ -18,15 +18,16 @@ from .smooth import Smooth
 from .adaptive import look_schedule
 
 # %% auto #0
-__all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'CERTIFY_REQUIRED', 'PREDICT_REQUIRED', 'CERTIFY_ONLY', 'FREE_OPTIONS',
-           'RESULT_SETTINGS', 'IDENTITY_NAMES', 'PYTHON_NAMES', 'MODES', 'exact_float', 'certify_row', 'predict_row',
-           'read_log_rows', 'appending_log', 'part_path', 'part_paths', 'merge_logs', 'settings_path',
+__all__ = ['CERTIFY_COLUMNS', 'PREDICT_COLUMNS', 'COLUMNS', 'CERTIFY_REQUIRED', 'PREDICT_REQUIRED', 'CERTIFY_ONLY',
+           'FREE_OPTIONS', 'RESULT_SETTINGS', 'IDENTITY_NAMES', 'PYTHON_NAMES', 'MODES', 'exact_float', 'certify_row',
+           'predict_row', 'read_log_rows', 'appending_log', 'part_path', 'part_paths', 'merge_logs', 'settings_path',
            'check_resumable', 'parse_seconds', 'log_settings', 'run_mode', 'read_log', 'as_log']
 
 # %% ../nbs/07a_logs.ipynb #a9492b81
 CERTIFY_COLUMNS = ('idx', 'label', 'predict', 'radius', 'correct', 'time',
                    'n0', 'n', 'nA', 'nB', 'pA_lower')
 PREDICT_COLUMNS = ('idx', 'label', 'predict', 'correct', 'time', 'n', 'nA', 'nB', 'pvalue')
+COLUMNS = dict(certify=CERTIFY_COLUMNS, predict=PREDICT_COLUMNS)   # each command's log columns
 
 # %% ../nbs/07a_logs.ipynb #bee792be
 # the reference code's columns; ours append the counts
@@ -191,10 +192,10 @@ def _differences(previous:dict, settings:dict, keys, names:dict|None=None) -> st
 
 
 # %% ../nbs/07a_logs.ipynb #e952ec85
-def _holds_rows(logs, columns) -> bool:
-    "Whether any of `logs` holds a row (a log of another command, or a corrupt one, counts)"
-    try: return any(read_log_rows(p, columns) for p in logs)
-    except ValueError: return True
+def _rows_or_error(path, columns):
+    "The rows of the log `path` (`read_log_rows`), or the `ValueError` that reading it raised"
+    try: return read_log_rows(path, columns)
+    except ValueError as e: return e
 
 def check_resumable(outfile, # the log to write
                     settings:dict, # this run's settings
@@ -204,8 +205,13 @@ def check_resumable(outfile, # the log to write
                    ) -> dict[int, str]: # the rows done (in `outfile` and its parts), by index
     "Raise unless `outfile` is new or was written with the same `keys` settings; return its rows"
     outfile, saved = Path(outfile), settings_path(outfile)
-    logs = [outfile] + part_paths(outfile)
-    if saved.exists() and _holds_rows(logs, columns):   # settings without rows protect nothing
+    logs, read = [outfile] + part_paths(outfile), []     # read: the logs read so far, each once
+    def holds_rows():   # whether a log holds a row (a log of another command or a corrupt one does)
+        for p in logs:
+            read.append(_rows_or_error(p, columns))
+            if isinstance(read[-1], ValueError) or read[-1]: return True
+        return False
+    if saved.exists() and holds_rows():   # settings without rows protect nothing
         try: previous = json.loads(saved.read_text())
         except ValueError as e:
             raise ValueError(f"the settings file {saved} is not valid JSON: {e}") from None
@@ -217,8 +223,10 @@ def check_resumable(outfile, # the log to write
         raise ValueError(f"outfile {outfile} exists but has no settings file {saved.name}: it was "
                          f"not written by this library. Choose another outfile or delete it.")
     done = {}
-    for log in logs:
-        for idx, line in read_log_rows(log, columns).items(): done.setdefault(idx, line)
+    for i, log in enumerate(logs):
+        rows = read[i] if i < len(read) else read_log_rows(log, columns)
+        if isinstance(rows, ValueError): raise rows
+        for idx, line in rows.items(): done.setdefault(idx, line)
     return done
 
 # %% ../nbs/07a_logs.ipynb #44a58fbb
@@ -257,9 +265,9 @@ def _side_file(path:Path)->Path|None:
     sides = [settings_path(path)] + [path.with_suffix('.json')] * bool(path.suffix)
     return next((side for side in sides if side.is_file()), None)
 
-def _side_file_settings(path:Path)->dict:
-    "Settings from the side file `PATH.json` (or `PATH` with its suffix replaced by `.json`)."
-    if (side := _side_file(path)) is None: return {}
+def _side_file_settings(side:Path|None)->dict:
+    "Settings from the side file `side` of a log (see `_side_file`); none without one."
+    if side is None: return {}
     try: saved = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{side}: not valid JSON ({e})") from None
@@ -267,11 +275,16 @@ def _side_file_settings(path:Path)->dict:
         raise ValueError(f"{side}: expected a JSON object of settings")
     return {_SETTING_NAMES.get(k, k): v for k, v in saved.items()}
 
+def _settings_and_side(path:Path)->tuple:
+    "(`log_settings(path)`, the settings file of `path` or None), the settings file found once."
+    side = _side_file(path)
+    return {**_layout_settings(path), **_side_file_settings(side)}, side
+
 # %% ../nbs/07a_logs.ipynb #1b69a887
 def log_settings(path, # a Certify or Predict log file
                 )->dict: # dataset, arch, split, sigma, train_sigma, N, N0, alpha, ... where known
     "What is known about the run that wrote `path`: its folder layout, then its side file."
-    return {**_layout_settings(Path(path)), **_side_file_settings(Path(path))}
+    return _settings_and_side(Path(path))[0]
 
 # %% ../nbs/07a_logs.ipynb #6ab05105
 def _log_kind(header:list, path, settings:dict)->str:
@@ -376,6 +389,10 @@ def _refusal(log:pd.DataFrame, why:str)->ValueError:
                       f"unedited: a log is re-analysed only with the procedure that wrote it")
 
 # %% ../nbs/07a_logs.ipynb #67b5f725
+def _look_schedule(N:int, settings:dict)->list:
+    "The looks of a sequential run of budget `N`: its `settings`' n_first and growth (100, 2.0)."
+    return look_schedule(N, settings.get('n_first', 100), settings.get('growth', 2.0))
+
 def run_mode(log:pd.DataFrame, # a Certify log from `read_log`
             )->str: # 'fixed' (CERTIFY), 'radius' (certify at r) or 'adaptive' (full radius)
     "How the logged run certified: what its settings say, refused where its rows' n disagree."
@@ -405,7 +422,7 @@ def run_mode(log:pd.DataFrame, # a Certify log from `read_log`
     if N is None:
         raise _refusal(log, f"its settings say mode {stated!r} (a sequential run) but not N, the "
                             f"budget whose look schedule its rows' n follow")
-    looks = look_schedule(check_count(N, 'N'), s.get('n_first', 100), s.get('growth', 2.0))
+    looks = _look_schedule(check_count(N, 'N'), s)
     if (off := ~np.isin(n, looks)).any():
         i = int(np.flatnonzero(off)[0])
         raise _refusal(log, f"example idx {log.idx.iloc[i]} has n = {n[i]:,}, not a look of the "
@@ -419,7 +436,7 @@ def read_log(path, # a Certify or Predict log: ours or the reference code's
     "Read and check a Certify or Predict log (and its settings file); errors name file and line."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such log file")
-    lines, settings = _text_lines(path), log_settings(path)
+    lines, (settings, side) = _text_lines(path), _settings_and_side(path)
     if not lines: raise ValueError(f"{path}: empty log (no header, no rows)")
     header = lines[0].rstrip('\r').split('\t')
     kind = _log_kind(header, path, settings)
@@ -429,7 +446,6 @@ def read_log(path, # a Certify or Predict log: ours or the reference code's
         raise ValueError(f"{path}: a header but no rows (the run wrote nothing yet?)")
     df = pd.DataFrame(_columns(lines, header, path))
     _check_rows(df, path)
-    side = _side_file(path)
     df.attrs.update(path=str(path), kind=kind, settings=settings,
                     settings_file=None if side is None else str(side))
     if kind == 'certify' and side is not None: run_mode(df)   # rows against settings

@@ -20,13 +20,13 @@ from .model_files import OnnxModule, load_checkpoint, load_model
 from .smooth import NumpyClassifier
 
 # %% auto #0
-__all__ = ['METHODS', 'parse_options', 'build_options', 'GaussianOptions', 'add_noise', 'GaussianObjective', 'noisy_batch',
-           'draw_noise', 'soft_smoothed', 'l2_step', 'clip_to_range', 'consistency_lam', 'ConsistencyOptions',
-           'consistency_loss', 'ConsistencyObjective', 'SmoothAdvOptions', 'smooth_nll', 'smoothadv_attack',
-           'SmoothAdvObjective', 'macer_radius', 'MacerOptions', 'macer_loss', 'MacerObjective', 'SmoothMixOptions',
-           'smoothmix_path', 'smoothmix_mix_term', 'smoothmix_loss', 'SmoothMixObjective', 'Denoiser', 'denoiser',
-           'prepare_denoiser', 'DenoiseOptions', 'DenoiseObjective', 'denoised_classifier', 'export_denoised', 'Method',
-           'make_objective', 'objective_options']
+__all__ = ['OPTIMIZERS', 'METHODS', 'parse_options', 'build_options', 'GaussianOptions', 'add_noise', 'GaussianObjective',
+           'noisy_batch', 'draw_noise', 'soft_smoothed', 'l2_step', 'clip_to_range', 'consistency_lam',
+           'ConsistencyOptions', 'consistency_loss', 'ConsistencyObjective', 'SmoothAdvOptions', 'smooth_nll',
+           'smoothadv_attack', 'SmoothAdvObjective', 'macer_radius', 'MacerOptions', 'macer_loss', 'MacerObjective',
+           'SmoothMixOptions', 'smoothmix_path', 'smoothmix_mix_term', 'smoothmix_loss', 'SmoothMixObjective',
+           'Denoiser', 'denoiser', 'prepare_denoiser', 'DenoiseOptions', 'DenoiseObjective', 'denoised_classifier',
+           'export_denoised', 'Method', 'make_objective', 'objective_options']
 
 # %% ../nbs/06_methods.ipynb #176908e5
 def parse_options(options:dict|str|None, # a dict, or 'name=value,name=value'; None: no options
@@ -251,6 +251,10 @@ def smoothadv_attack(model:nn.Module, # the base classifier
     return (x + delta).detach()
 
 # %% ../nbs/06_methods.ipynb #2503bc39
+def _warmup_factor(epoch:int, warmup:int)->float:
+    "min(1, epoch / warmup); 1 without warm-up (warmup = 0)."
+    return min(1.0, epoch / warmup) if warmup else 1.0
+
 class SmoothAdvObjective:
     "Salman et al. (2019): cross-entropy at SmoothAdv-PGD adversarial examples, ε warmed up."
     def __init__(self, sigma:float, # noise level σ
@@ -259,20 +263,18 @@ class SmoothAdvObjective:
         self.eps = options.eps
     def set_epoch(self, epoch:int, epochs:int): # epoch from 1, of `epochs`
         "Warm up: ε·min(1, epoch / warmup)."
-        w = self.options.warmup
-        self.eps = self.options.eps * (min(1.0, epoch / w) if w else 1.0)
+        self.eps = self.options.eps * _warmup_factor(epoch, self.options.warmup)
     def __repr__(self): return f"SmoothAdvObjective(sigma={self.sigma}, {self.options})"
 
 # %% ../nbs/06_methods.ipynb #ba79037d
 @patch
 def __call__(self:SmoothAdvObjective, model, x, y)->tuple: # (loss, logits of the first copy)
     "The loss of the batch `(x, y)` for `model`, and logits [b, C] for the train accuracy."
-    m = self.options.m
-    noise = draw_noise(x, self.sigma, m)
     o = self.options
+    noise = draw_noise(x, self.sigma, o.m)
     adv = smoothadv_attack(model, x, y, noise, self.eps, o.steps, bool(o.clip))
-    logits = model(noisy_batch(adv, noise)).view(m, len(x), -1)
-    return F.cross_entropy(logits.flatten(0, 1).float(), y.repeat(m)), logits[0]
+    logits = model(noisy_batch(adv, noise)).view(o.m, len(x), -1)
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.repeat(o.m)), logits[0]
 
 # %% ../nbs/06_methods.ipynb #082ceed5
 def macer_radius(probs:torch.Tensor, # soft smoothed probabilities [b, C]
@@ -445,8 +447,7 @@ class SmoothMixObjective:
         self.noisy_copies, self.warm = 2 * options.m, 1.0
     def set_epoch(self, epoch:int, epochs:int): # epoch from 1, of `epochs`
         "Warm up: η and the one-step bound times min(1, epoch / warmup)."
-        w = self.options.warmup
-        self.warm = min(1.0, epoch / w) if w else 1.0
+        self.warm = _warmup_factor(epoch, self.options.warmup)
     def __repr__(self): return f"SmoothMixObjective(sigma={self.sigma}, {self.options})"
 
 # %% ../nbs/06_methods.ipynb #0aeac8f9
@@ -483,6 +484,17 @@ class Denoiser(nn.Module):
         out = x * self.in_std.view(shape) + self.in_mean.view(shape) + self.body(x)
         return out if self.classifier is None or self.images else self.classifier(out)
 
+# %% ../nbs/06_methods.ipynb #66045936
+def _is_denoiser(m:nn.Module)->bool:
+    "Whether `m` is a `Denoiser` (also one of a reloaded module: by class name and buffers)."
+    return isinstance(m, Denoiser) or (type(m).__name__ == 'Denoiser' and hasattr(m, 'in_mean'))
+
+def _denoiser_of(model:nn.Module)->Denoiser:
+    "The `Denoiser` inside `model` (possibly DDP-wrapped, after its normalisation layer)."
+    for m in getattr(model, 'module', model).modules():
+        if _is_denoiser(m): return m
+    raise ValueError("method 'denoise' trains a denoiser: use --arch randsmooth.methods:denoiser")
+
 # %% ../nbs/06_methods.ipynb #60441995
 def denoiser(num_classes:int, # unused: a denoiser's output is an image
              input_shape:tuple, # (channels, height, width)
@@ -493,18 +505,11 @@ def denoiser(num_classes:int, # unused: a denoiser's output is an image
                          f"{input_shape}")
     return Denoiser(input_shape[0])
 
-def _is_denoiser(m:nn.Module)->bool:
-    "Whether `m` is a `Denoiser` (also one of a reloaded module: by class name and buffers)."
-    return isinstance(m, Denoiser) or (type(m).__name__ == 'Denoiser' and hasattr(m, 'in_mean'))
-
 def prepare_denoiser(model:nn.Module, # `nn.Sequential(NormalizeLayer, Denoiser)`, possibly DDP
                     )->Denoiser: # the denoiser, now undoing the model's normalisation
     "Copy the model's input normalisation into its denoiser, so that it outputs pixels."
     net = getattr(model, 'module', model)
-    den = next((m for m in net.modules() if _is_denoiser(m)), None)
-    if den is None:
-        raise ValueError("method 'denoise' trains a denoiser: use --arch "
-                         "randsmooth.methods:denoiser")
+    den = _denoiser_of(model)
     norm = next((m for m in net.modules() if isinstance(m, NormalizeLayer)), None)
     with torch.no_grad():
         c = den.in_mean.numel()
@@ -515,6 +520,8 @@ def prepare_denoiser(model:nn.Module, # `nn.Sequential(NormalizeLayer, Denoiser)
     return den
 
 # %% ../nbs/06_methods.ipynb #42c8426b
+OPTIMIZERS = ('sgd', 'adam')  # the optimisers `randsmooth.train` builds
+
 @dataclass(frozen=True)
 class DenoiseOptions:
     "Denoised smoothing (Salman et al. 2020): a denoiser in front of a fixed classifier."
@@ -534,15 +541,8 @@ def check(self:DenoiseOptions):
     require(not self.init or Path(self.init).is_file(), 'method_options: init',
             "'' or an existing checkpoint",
              self.init)
-    require(self.optimizer in ('sgd', 'adam'), 'method_options: optimizer',
-            "'sgd' or 'adam'", self.optimizer)
-
-# %% ../nbs/06_methods.ipynb #66045936
-def _denoiser_of(model:nn.Module)->Denoiser:
-    "The `Denoiser` inside `model` (possibly DDP-wrapped, after its normalisation layer)."
-    for m in getattr(model, 'module', model).modules():
-        if _is_denoiser(m): return m
-    raise ValueError("method 'denoise' trains a denoiser: use --arch randsmooth.methods:denoiser")
+    require(self.optimizer in OPTIMIZERS, 'method_options: optimizer',
+            ' or '.join(map(repr, OPTIMIZERS)), self.optimizer)
 
 # %% ../nbs/06_methods.ipynb #52df3145
 class DenoiseObjective:

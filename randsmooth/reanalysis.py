@@ -26,15 +26,9 @@ BOUND_NAMES = {'cohen': 'Theorem 1 (Cohen et al.)', 'lecuyer': 'Lecuyer et al.',
 
 # %% ../nbs/08a_reanalysis.ipynb #59f58679
 def _look_levels(log:pd.DataFrame, alpha:float)->np.ndarray:
-    "Each row's level: that of the look at its `n` in the run's schedule."
+    "Each row's level: that of the look at its `n` in the run's schedule (a look: see `run_mode`)."
     looks, levels = _schedule(log, alpha)
-    n = log.n.to_numpy()
-    if (off := ~np.isin(n, looks)).any():
-        i = int(np.flatnonzero(off)[0])
-        raise ValueError(f"log {log.attrs.get('path', '')!s}: example idx {log.idx.iloc[i]} has "
-                         f"n = {n[i]}, "
-                         f"not a look of the {run_mode(log)} run's schedule {looks}")
-    return levels[np.searchsorted(looks, n)]
+    return levels[np.searchsorted(looks, log.n.to_numpy())]
 
 # %% ../nbs/08a_reanalysis.ipynb #82676b84
 def _lower_bounds(nA:np.ndarray, n:np.ndarray, levels)->np.ndarray:
@@ -86,13 +80,13 @@ def _fixed_certificates(df, bound, n, alpha, sigma)->tuple:
     return new_n, new_nA, pA, certified, BOUNDS[bound](np.where(certified, pA, 1.0), sigma=sigma)
 
 # %% ../nbs/08a_reanalysis.ipynb #8be3b406
-def _sequential_certificates(df, bound, alpha, sigma)->tuple:
+def _sequential_certificates(df, mode, bound, alpha, sigma)->tuple:
     "(n, nA, pA_lower, certified, radius) of each row of a sequential log, at its look's level."
     n, nA, selected = df.n.to_numpy(), df.nA.to_numpy(), df.predict.to_numpy() != -1
     pA = np.where(selected, _lower_bounds(nA, n, _look_levels(df, alpha)), 0.0)
     certified = selected & (pA > 0.5)
     radius = BOUNDS[bound](np.where(certified, pA, 1.0), sigma=sigma)
-    if run_mode(df) == 'radius':
+    if mode == 'radius':
         r = _setting(df, 'radius', None, lambda v, name: float(check_radii(v, name)))
         certified &= pA >= norm.cdf(r / sigma) if bound == 'cohen' else radius >= r
         radius = np.full(len(df), r)
@@ -103,7 +97,7 @@ def _own_certificates(df:pd.DataFrame, mode:str, bound:str, alpha:float, sigma:f
     "(pA_lower, certified, radius) of each row, decided by the log's own procedure."
     if mode == 'fixed': _, _, pA, certified, radius = _fixed_certificates(df, bound, None, alpha,
                                                                          sigma)
-    else: _, _, pA, certified, radius = _sequential_certificates(df, 'cohen', alpha, sigma)
+    else: _, _, pA, certified, radius = _sequential_certificates(df, mode, 'cohen', alpha, sigma)
     return pA, certified, np.where(certified, radius, 0.0)
 
 # %% ../nbs/08a_reanalysis.ipynb #2e25d9d7
@@ -116,7 +110,11 @@ def check_procedure(log, # a Certify log's path or DataFrame
                    )->str: # the run's mode (see `run_mode`)
     "Refuse a log whose counts, decided again by its own procedure, do not give back its rows."
     df = as_log(log, 'certify')
-    mode, s = run_mode(df), df.attrs.get('settings', {})
+    return _check_procedure(df, run_mode(df), sigma, alpha)
+
+def _check_procedure(df:pd.DataFrame, mode:str, sigma, alpha)->str:
+    "`check_procedure` of the Certify log `df`, whose `run_mode` is `mode`."
+    s = df.attrs.get('settings', {})
     bound = s.get('bound') or 'cohen'
     counted = {'n', 'nA'} | ({'nB'} if bound == 'bonferroni' else set())
     if not counted <= set(df.columns) or bound not in ('cohen', 'bonferroni'): return mode
@@ -189,12 +187,16 @@ def reanalyze(log, # a Certify log with columns n and nA (ours, or one from `inf
     df = as_log(log, 'certify')
     mode = run_mode(df)
     _check_reanalysable(df, bound, n, mode)
-    check_procedure(df, sigma, alpha)
+    _check_procedure(df, mode, sigma, alpha)
+    return _reanalyzed(df, mode, bound, n, alpha, sigma)
+
+def _reanalyzed(df:pd.DataFrame, mode:str, bound:str, n, alpha, sigma)->pd.DataFrame:
+    "`reanalyze` of the Certify log `df` (its `run_mode`: `mode`) once its checks have passed."
     sigma = _setting(df, 'sigma', sigma, check_positive)
     alpha = _setting(df, 'alpha', alpha, check_alpha)
     n = None if n is None else check_count(n, 'n')
     if mode == 'fixed': result = _fixed_certificates(df, bound, n, alpha, sigma)
-    else: result = _sequential_certificates(df, bound, alpha, sigma)
+    else: result = _sequential_certificates(df, mode, bound, alpha, sigma)
     new_n, nA, pA, certified, radius = result
     settings, what_if = df.attrs.get('settings', {}), _what_ifs(df, n, sigma)
     N = int(new_n[0]) if mode == 'fixed' else settings['N']
@@ -268,9 +270,15 @@ def figure8(log, # a Certify log with counts (ours, or a reference log after `in
     ns = [max(N // 100, 1), max(N // 10, 1), N, 10 * N] if ns is None else ns
     ns = [check_count(n, 'ns') for n in ns]
     alphas = [check_alpha(a, 'alphas') for a in alphas]
-    panels = {'bound': ([reanalyze(df, bound) for bound in BOUNDS], list(BOUND_NAMES.values())),
-              'n': ([reanalyze(df, n=n) for n in ns], [f'n = {n:,}' for n in ns]),
-              'α': ([reanalyze(df, alpha=a) for a in alphas], [f'α = {a:g}' for a in alphas])}
+    mode = run_mode(df)
+    _check_reanalysable(df, 'cohen', None, mode)   # what the first `reanalyze` checks, then
+    _check_procedure(df, mode, None, None)         # the log's procedure: once, not in each of 12
+    def redo(bound='cohen', n=None, alpha=None):   # `reanalyze(df, bound, n, alpha)`
+        _check_reanalysable(df, bound, n, mode)
+        return _reanalyzed(df, mode, bound, n, alpha, None)
+    panels = {'bound': ([redo(bound) for bound in BOUNDS], list(BOUND_NAMES.values())),
+              'n': ([redo(n=n) for n in ns], [f'n = {n:,}' for n in ns]),
+              'α': ([redo(alpha=a) for a in alphas], [f'α = {a:g}' for a in alphas])}
     if max_radius is None:
         max_radius = 1.05 * max(float(r.radius.max()) for runs, _ in panels.values() for r in runs)
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.5), sharey=True)

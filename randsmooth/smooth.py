@@ -278,9 +278,8 @@ def _noisy_inputs(xs, num, chunk, generators, sigma, noise):
 # %% ../nbs/02_smooth.ipynb #d8544af1
 def _check_scores(scores, b, num_classes=None):
     "The base classifier must map b inputs to scores [b, num_classes] (any width if None)."
-    width = num_classes if num_classes is not None else (scores.shape[-1] if torch.is_tensor(scores)
-                                                         and scores.ndim == 2 else None)
-    if not torch.is_tensor(scores) or scores.ndim != 2 or tuple(scores.shape) != (b, width):
+    if not torch.is_tensor(scores) or scores.ndim != 2 or len(scores) != b or (
+            num_classes is not None and scores.shape[1] != num_classes):
         got = list(scores.shape) if torch.is_tensor(scores) else type(scores).__name__
         raise ValueError(f"base_classifier must return scores of shape [b, num_classes] = "
                          f"[{b}, {num_classes}] for a batch of b = {b} inputs, got {got}")
@@ -386,7 +385,7 @@ def _sampling_mode(f, on:bool):
     if not isinstance(f, nn.Module): yield; return
     _check_layers(f, on)
     with eval_mode(f, on):
-        _check_modes(f, on, 'after being set to eval mode')
+        if on: _check_modes(f, on, 'after being set to eval mode')   # off: _check_layers just ran
         before = _state(f)
         yield
         _check_modes(f, on, 'after a forward pass')
@@ -502,12 +501,14 @@ def check_sampling_contract(f, # the base classifier: a module or any callable o
         raise
 
 # %% ../nbs/02_smooth.ipynb #406d7fbf
+def _conv_net(f)->bool:
+    "Whether `f` is a module with a Conv2d: what channels_last='auto' looks for (fast's too)."
+    return isinstance(f, nn.Module) and any(isinstance(m, nn.Conv2d) for m in f.modules())
+
 def _uses_channels_last(smooth, example_ndim)->bool:
     "Whether batches of examples with `example_ndim` dimensions are fed as channels_last."
     if example_ndim != 3 or smooth.channels_last is False: return False
-    f = smooth.base_classifier
-    return smooth.channels_last is True or (isinstance(f, nn.Module) and
-                                            any(isinstance(m, nn.Conv2d) for m in f.modules()))
+    return smooth.channels_last is True or _conv_net(smooth.base_classifier)
 
 # %% ../nbs/02_smooth.ipynb #8f2b0dfb
 def _check_contract_once(smooth, xs, channels_last:bool):
@@ -797,7 +798,11 @@ class NumpyClassifier(nn.Module):
         self.fn, self.flatten, self.classes, self._ids = fn, flatten, None, None
         if classes is not None:
             self.classes, self._ids, num_classes = _check_classes(classes, num_classes)
-        self.num_classes = num_classes
+        self.num_classes, self._lookup = num_classes, None    # label -> class id, for `class_ids`
+        if self.classes is not None or num_classes is not None:
+            known = self.classes if self.classes is not None else range(num_classes)
+            ids = self._ids if self._ids is not None else range(num_classes)
+            self._lookup = dict(zip(known, (int(i) for i in ids)))
 
 # %% ../nbs/02_smooth.ipynb #b01c8b3c
 @patch
@@ -807,13 +812,12 @@ def class_ids(self:NumpyClassifier, labels, # labels in the classifier's label s
     "The class ids of `labels`: map the data's labels with this before comparing with predictions."
     if self.classes is None and self.num_classes is None:
         raise ValueError(f"{what} labels need num_classes (or classes) to become class ids")
-    known = self.classes if self.classes is not None else range(self.num_classes)
-    ids = self._ids if self._ids is not None else range(self.num_classes)
-    lookup = dict(zip(known, (int(i) for i in ids)))
+    lookup = self._lookup    # built once, in __init__
     values = np.asarray(labels).reshape(-1).tolist()
     out = [lookup.get(v, -1) if isinstance(v, (int, float, str, bool)) else -1 for v in values]
     if -1 in out:
         bad = values[out.index(-1)]
+        known = self.classes if self.classes is not None else range(self.num_classes)
         raise ValueError(f"{what} label {bad!r} is not one of the classes {list(known)[:20]}: "
                          f"give classes= (the labels fn's outputs refer to, e.g. clf.classes_)")
     return np.array(out, dtype=np.int64)

@@ -21,15 +21,15 @@ from .files import atomic_write, ensure_folder, tsv_line
 from .data import DATASETS, TensorPairs, dataset_info, get_dataset, load_dataset
 from .models import check_arch, get_architecture
 from .model_files import save_checkpoint, load_checkpoint
-from .methods import add_noise, make_objective, objective_options
+from .methods import OPTIMIZERS, add_noise, make_objective, objective_options
 from .runtime import resolve_device, resolve_amp, resolve_channels_last, distributed_env
 from .runtime import init_distributed, all_reduce_sum
 
 # %% auto #0
 __all__ = ['LOG_COLUMNS', 'CHECKPOINT_NAME', 'LOG_NAME', 'SETTINGS_NAME', 'RECIPE', 'BEFORE_METHODS', 'DEFAULT_EPOCHS',
-           'OPTIMIZERS', 'train_step', 'eval_step', 'epoch_seed', 'EpochBatchSampler', 'IndexedDataset',
-           'default_workers', 'make_loader', 'run_epoch', 'write_log', 'append_log', 'read_train_log',
-           'check_same_recipe', 'default_epochs', 'make_optimizer', 'train_settings', 'train']
+           'train_step', 'eval_step', 'epoch_seed', 'EpochBatchSampler', 'IndexedDataset', 'default_workers',
+           'make_loader', 'run_epoch', 'write_log', 'append_log', 'read_train_log', 'check_same_recipe',
+           'default_epochs', 'make_optimizer', 'train_settings', 'train']
 
 # %% ../nbs/05_train.ipynb #8b5e6173
 def train_step(model:torch.nn.Module, # the classifier (its first layer normalises), in train mode
@@ -308,8 +308,6 @@ def _save(run, row:dict):
                    f"{row['test_loss']:.4f} acc {row['test_acc']:.4f}  (σ = {run.sigma})")
 
 # %% ../nbs/05_train.ipynb #b23f7461
-OPTIMIZERS = ('sgd', 'adam')
-
 def make_optimizer(name:str, # 'sgd' (momentum, weight decay) or 'adam'
                    params, # the parameters to optimise
                    s:TrainSettings, # the run's settings: lr, momentum, weight_decay

@@ -31,20 +31,26 @@ from randsmooth.train import train_step
 
 CONFIGS = [('small_cnn', 'digits', 256), ('cifar_resnet20', 'cifar10', 128)]
 
-def hardware(device):
-    if device.type == 'cuda': return torch.cuda.get_device_name(device)
+def cpu_name():
+    "The CPU's model name (`lscpu`), else what `platform` knows."
     try:
         out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-        name = next(l.split(':', 1)[1].strip() for l in out.splitlines() if 'Model name' in l)
-    except Exception: name = platform.processor() or 'unknown CPU'
-    return f"{name}, {torch.get_num_threads()} threads"
+        return next(l.split(':', 1)[1].strip() for l in out.splitlines() if 'Model name' in l)
+    except Exception: return platform.processor() or 'unknown CPU'
 
-def denoise_setup(arch, dataset, folder):
-    "A fixed classifier file and the options of a denoiser trained for it."
+def hardware(device):
+    if device.type == 'cuda': return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+def method_setup(arch, dataset, method, options, folder):
+    """(network, options, options as shown) of `method` on `arch`; 'denoise' trains a denoiser in
+    front of a fixed `arch` classifier, whose file is written in `folder`."""
+    if method != 'denoise': return arch, options, options or ''
     path = Path(folder)/f'{arch}.pth.tar'
     save_checkpoint(path, get_architecture(arch, dataset), arch=arch, dataset=dataset, sigma=0.0,
                     epoch=0)
-    return 'randsmooth.methods:denoiser', f'classifier={path}'
+    options = ','.join(filter(None, [f'classifier={path}', options]))
+    return 'randsmooth.methods:denoiser', options, '(fixed classifier)'
 
 def rate(arch, dataset, batch, device, method, options, amp, steps, repeats):
     "Images/s of the fastest of `repeats` rounds of `steps` training steps, and the peak memory."
@@ -107,10 +113,7 @@ def memory_table(a):
     for arch, dataset, _ in (c for c in CONFIGS if c[0] in a.archs.split(',')):
         base = None
         for method, options in DIGITS_COMPARISON.items():
-            net, shown = arch, options or ''
-            if method == 'denoise':       # a denoiser in front of a fixed `arch` classifier
-                net, fixed = denoise_setup(arch, dataset, tmp.name)
-                options, shown = ','.join(filter(None, [fixed, options])), '(fixed classifier)'
+            net, options, shown = method_setup(arch, dataset, method, options, tmp.name)
             m = measure_memory(net, dataset, a.mem_batch, method, options, a.mem_steps)
             extra = m['peak'] - m['before']
             base = base or extra
@@ -138,17 +141,12 @@ def main():
     print('|---|---|---|---|---|---|')
     with tempfile.TemporaryDirectory() as tmp:
         for arch, dataset, batch in (c for c in CONFIGS if c[0] in a.archs.split(',')):
-            methods = dict(DIGITS_COMPARISON)
             base = None
-            for method, options in methods.items():
-                net = arch
-                if method == 'denoise':   # a denoiser in front of a fixed `arch` classifier
-                    net, fixed = denoise_setup(arch, dataset, tmp)
-                    options = ','.join(filter(None, [fixed, options]))
+            for method, options in DIGITS_COMPARISON.items():
+                net, options, shown = method_setup(arch, dataset, method, options, tmp)
                 r, peak = rate(net, dataset, batch, device, method, options, amp, a.steps,
                                a.repeats)
                 base = base or r
-                shown = '(fixed classifier)' if method == 'denoise' else options or ''
                 print(f"| {arch} | {method} | {shown} | {r:,.0f} | {r / base:.2f} | "
                       f"{'-' if peak != peak else f'{peak:,.0f}'} |", flush=True)
 

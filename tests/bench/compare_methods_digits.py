@@ -12,18 +12,14 @@ The CSV starts with comment lines (`#`): the command that made it, the machine, 
 wall time; read it with `pandas.read_csv(path, comment='#')`. Runs and certifications are kept in
 `--work` and reused: a killed run resumes where it stopped.
 """
-import argparse, io, os, platform, shlex, subprocess, sys, time
-from pathlib import Path
+import argparse, io, os, shlex, sys, time
 import torch
 from randsmooth.files import atomic_write
 from randsmooth.experiments import DIGITS_COMPARISON, DIGITS_RECIPES, compare_methods
+from bench_methods import cpu_name    # the script's folder is on sys.path
 
 def machine()->str:
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-        name = next(l.split(':', 1)[1].strip() for l in out.splitlines() if 'Model name' in l)
-    except Exception: name = platform.processor() or 'unknown CPU'
-    return f"{name}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+    return f"{cpu_name()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
