@@ -504,11 +504,11 @@ def radius_units(source:str, # the command's DATASET: a name or a path
                 ) -> str:
     "What a radius is measured in, for data loaded by `load_dataset(source)`"
     named_images = source in ('mnist', 'cifar10', 'imagenet', 'digits')
-    if info.is_image and (named_images or Path(source).is_dir()):
+    path = Path(source).expanduser()        # as load_dataset reads it
+    if info.is_image and (named_images or path.is_dir()):
         return ("[0, 1] pixels as fed to the model (normalisation inside it): "
                 "radii are l2 distances between images")
     if source == 'synthetic': return "feature units: radii are l2 distances between feature vectors"
-    path = Path(source)
     if path.suffix.lower() == '.csv':
         return (f"feature units, the columns of {source} as stored: radii are l2 distances between "
                 f"feature vectors, as fed to the model")
@@ -556,7 +556,7 @@ def _channels(value):
 def _preprocessing(s, prog:str, remembered:dict|None) -> dict:
     "The run's resize, crop, channels: the flags given, else the checkpoint's (said in one line)"
     given = dict(resize=s.resize, crop=s.crop, channels=_channels(getattr(s, 'channels', None)))
-    if not remembered or not Path(s.dataset).is_dir(): return given
+    if not remembered or not Path(s.dataset).expanduser().is_dir(): return given
     taken = {k: v for k, v in remembered.items() if given.get(k) is None and v is not None}
     if taken and distributed_env()[0] == 0:
         flags = ' '.join(f'--{k} {v}' for k, v in taken.items())

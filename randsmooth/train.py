@@ -407,7 +407,7 @@ def _train(s:TrainSettings)->Path:
                   method_options=objective_options(run.objective, s.method_options),
                   label_column=s.label_column, resize=s.resize, crop=s.crop,
                   optimizer=getattr(run.objective, 'optimizer', 'sgd'))
-    folder = not named and Path(s.dataset).is_dir()   # how its images were made: kept for certify
+    folder = not named and Path(s.dataset).expanduser().is_dir()   # how its images were made: kept for certify
     run.preprocessing = (dict(resize=s.resize, crop=s.crop, channels=info.input_shape[0])
                          if folder and info.is_image else None)
     run.ckpt_path = run.outdir/CHECKPOINT_NAME

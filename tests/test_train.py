@@ -7,7 +7,7 @@ import pytest, torch
 from randsmooth.data import get_dataset
 from randsmooth.model_files import load_checkpoint
 from randsmooth.methods import GaussianObjective, add_noise
-from randsmooth.train import CHECKPOINT_NAME, LOG_NAME, SETTINGS_NAME, read_train_log
+from randsmooth.train import CHECKPOINT_NAME, LOG_NAME, SETTINGS_NAME, read_train_log, train
 
 ARCH = 'small_cnn'
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}   # one thread per process: fast, bitwise repeatable
@@ -250,6 +250,22 @@ def test_image_folder_with_resize_and_crop(tmp_path):
     from randsmooth.model_files import read_meta                       # issue 25-4: remembered for rs_certify
     assert read_meta(out/CHECKPOINT_NAME)['preprocessing'] == dict(resize=12, crop=10, channels=3)
     assert 'held-out' not in r.stderr and json.loads((out/SETTINGS_NAME).read_text()).get('held_out') is None
+
+def test_image_folder_given_from_home_keeps_its_preprocessing(tmp_path, monkeypatch):
+    "A folder given as ~/pics is read where load_dataset reads it, and its preprocessing is recorded."
+    from PIL import Image
+    from randsmooth.model_files import read_meta
+    monkeypatch.setenv('HOME', str(tmp_path))
+    rng = np.random.default_rng(0)
+    for split in ('train', 'test'):
+        for c, name in enumerate(('cat', 'dog')):
+            (tmp_path/'pics'/split/name).mkdir(parents=True)
+            for i in range(2):
+                pixels = (rng.random((14, 14, 3)) * 128 + 127 * c).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path/'pics'/split/name/f'{i}.png')
+    checkpoint = train('~/pics', 'small_cnn', tmp_path/'run', sigma=0.25, epochs=1, batch=4,
+                       resize=12, crop=10, workers=0, progress=False)
+    assert read_meta(checkpoint)['preprocessing'] == dict(resize=12, crop=10, channels=3)
 
 def test_data_without_held_out_split_is_said(tmp_path):
     "Issue 25-5: x and y only (no x_test): rs_train says the 'test' columns are training examples, and records it."
