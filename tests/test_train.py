@@ -230,16 +230,20 @@ def test_own_data_and_torchvision_architecture_from_the_shell(tmp_path):
     assert model(torch.rand(2, 3, 16, 16)).shape == (2, 4)
     assert read_train_log(out/LOG_NAME).train_n.tolist() == [48, 48]
 
-def test_image_folder_with_resize_and_crop(tmp_path):
-    "Issue 14: rs_train on an ImageFolder of PNGs (train/, test/), resized and cropped."
+def write_pictures(folder, per_class:int, shape:tuple):
+    "An image folder of PNGs: train/ and test/, each with `per_class` cat and dog images of `shape`."
     from PIL import Image
     rng = np.random.default_rng(0)
     for split in ('train', 'test'):
         for c, name in enumerate(('cat', 'dog')):
-            (tmp_path/'pics'/split/name).mkdir(parents=True)
-            for i in range(6):
-                pixels = (rng.random((20, 24, 3)) * 128 + 127 * c).astype(np.uint8)
-                Image.fromarray(pixels).save(tmp_path/'pics'/split/name/f'{i}.png')
+            (folder/split/name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = (rng.random(shape) * 128 + 127 * c).astype(np.uint8)
+                Image.fromarray(pixels).save(folder/split/name/f'{i}.png')
+
+def test_image_folder_with_resize_and_crop(tmp_path):
+    "Issue 14: rs_train on an ImageFolder of PNGs (train/, test/), resized and cropped."
+    write_pictures(tmp_path/'pics', 6, (20, 24, 3))
     out = tmp_path/'run'
     r = run(tmp_path/'pics', 'small_cnn', out, '--sigma', '0.25', '--epochs', '1', '--batch', '6',
             '--resize', '12', '--crop', '10', '--workers', '0', '--quiet')
@@ -253,16 +257,9 @@ def test_image_folder_with_resize_and_crop(tmp_path):
 
 def test_image_folder_given_from_home_keeps_its_preprocessing(tmp_path, monkeypatch):
     "A folder given as ~/pics is read where load_dataset reads it, and its preprocessing is recorded."
-    from PIL import Image
     from randsmooth.model_files import read_meta
     monkeypatch.setenv('HOME', str(tmp_path))
-    rng = np.random.default_rng(0)
-    for split in ('train', 'test'):
-        for c, name in enumerate(('cat', 'dog')):
-            (tmp_path/'pics'/split/name).mkdir(parents=True)
-            for i in range(2):
-                pixels = (rng.random((14, 14, 3)) * 128 + 127 * c).astype(np.uint8)
-                Image.fromarray(pixels).save(tmp_path/'pics'/split/name/f'{i}.png')
+    write_pictures(tmp_path/'pics', 2, (14, 14, 3))
     checkpoint = train('~/pics', 'small_cnn', tmp_path/'run', sigma=0.25, epochs=1, batch=4,
                        resize=12, crop=10, workers=0, progress=False)
     assert read_meta(checkpoint)['preprocessing'] == dict(resize=12, crop=10, channels=3)
